@@ -1,0 +1,1 @@
+"""A small example domain used by the bus kit's own tests and docs."""

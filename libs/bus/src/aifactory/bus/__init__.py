@@ -1,0 +1,1 @@
+"""aifactory bus kit: see the README section "The bus kit"."""
