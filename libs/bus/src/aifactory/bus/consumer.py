@@ -1,0 +1,259 @@
+"""Durable JetStream consumers with exactly-once effects and dead letters.
+
+``EventConsumer`` pulls batches from a durable pull consumer and, per batch:
+
+1. reads each message (CloudEvents headers, registered ``ce-type`` accepted by this
+   consumer, size limit, body decode); anything unreadable - malformed bytes, a
+   wrong or unknown ``ce-type``, a missing ``ce-id``, unknown fields, absurd values,
+   an oversized body - is dead-lettered and terminated at once;
+2. in ONE database transaction: skips events this consumer already applied (inbox),
+   runs the handler of each new event, writes the events the handlers return to the
+   outbox and marks the consumed ids in the inbox;
+3. acknowledges the messages only after that transaction committed.
+
+A crash after commit and before the ack means a redelivery, which the inbox turns
+into a no-op. When a handler raises, the batch's transaction is rolled back and the
+batch is replayed one message per transaction, so only the failing message is
+affected: it is negatively acknowledged with a backoff delay and retried until the
+consumer's ``max_deliver``, then dead-lettered with its reason and terminated. A
+poison message never blocks the messages behind it.
+
+Two handler shapes share this machinery: per-message handlers (a mapping from
+contract class to ``async (envelope, uow) -> events``) and a batch handler
+(``async (envelopes, uow) -> events``) for high-rate subjects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+
+from aifactory.bus.context import event_context, headers_context
+from aifactory.bus.deadletter import DeadLetterPublisher
+from aifactory.bus.settings import Namespace
+from aifactory.bus.topology import ConsumerSpec
+from aifactory.contracts.base import Contract
+from aifactory.contracts.envelope import DEFAULT_MAX_BODY_BYTES, Envelope, read_message
+from aifactory.contracts.errors import ContractError
+from aifactory.contracts.registry import spec_of
+from aifactory.store.store import Store
+from aifactory.store.uow import NewEvent, UnitOfWork
+
+log = structlog.get_logger(__name__)
+
+Emitted = Iterable[NewEvent | Contract] | None
+EventHandler = Callable[[Envelope[Any], UnitOfWork], Awaitable[Emitted]]
+BatchHandler = Callable[[Sequence[Envelope[Any]], UnitOfWork], Awaitable[Emitted]]
+
+DEFAULT_BACKOFF_S: tuple[float, ...] = (0.5, 2.0, 5.0, 15.0, 30.0)
+
+
+@dataclass
+class ConsumerStats:
+    """Counters of what a consumer did (also exported as Prometheus metrics)."""
+
+    received: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    redelivered: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    handler_seconds: float = 0.0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Readable:
+    msg: Msg
+    envelope: Envelope[Any]
+
+
+class EventConsumer:
+    """Consumes one durable pull consumer into a service's store."""
+
+    def __init__(
+        self,
+        *,
+        js: JetStreamContext,
+        store: Store,
+        spec: ConsumerSpec,
+        dead_letters: DeadLetterPublisher,
+        namespace: Namespace,
+        handlers: Mapping[type[Contract], EventHandler] | None = None,
+        batch_handler: BatchHandler | None = None,
+        accept: Iterable[type[Contract]] = (),
+        batch_size: int = 256,
+        fetch_timeout_s: float = 1.0,
+        backoff_s: Sequence[float] = DEFAULT_BACKOFF_S,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        use_inbox: bool = True,
+        after_commit: Callable[[], None] | None = None,
+        observe: Callable[[ConsumerStats], None] | None = None,
+    ) -> None:
+        if (handlers is None) == (batch_handler is None):
+            raise ValueError("give either per-message handlers or one batch_handler")
+        self.js = js
+        self.store = store
+        self.spec = spec
+        self.namespace = namespace
+        self.dead_letters = dead_letters
+        self.batch_handler = batch_handler
+        self.handlers = {spec_of(t).ce_type: h for t, h in (handlers or {}).items()}
+        accepted = set(self.handlers) | {spec_of(t).ce_type for t in accept}
+        if batch_handler is not None and not accepted:
+            raise ValueError("a batch consumer must list the contract types it accepts")
+        self.accept = frozenset(accepted)
+        self.batch_size = batch_size
+        self.fetch_timeout_s = fetch_timeout_s
+        self.backoff_s = tuple(backoff_s) or (1.0,)
+        self.max_body_bytes = max_body_bytes
+        self.use_inbox = use_inbox
+        self.after_commit = after_commit
+        self.observe = observe
+        self.name = namespace.stream(spec.durable)
+        self.stats = ConsumerStats()
+
+    # ------------------------------------------------------------------ loop
+    async def run(self, *, ready: asyncio.Event | None = None) -> None:
+        """Fetch and process batches until cancelled."""
+        subscription = await self.js.pull_subscribe_bind(
+            durable=self.name, stream=self.namespace.stream(self.spec.stream)
+        )
+        if ready is not None:
+            ready.set()
+        try:
+            while True:
+                try:
+                    msgs = await subscription.fetch(self.batch_size, timeout=self.fetch_timeout_s)
+                except (NatsTimeoutError, TimeoutError):
+                    continue
+                await self.process_batch(msgs)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    # ------------------------------------------------------------------ batch
+    async def process_batch(self, msgs: Sequence[Msg]) -> None:
+        """Read, apply and acknowledge one fetched batch (see module docstring)."""
+        self.stats.received += len(msgs)
+        readable: list[_Readable] = []
+        for msg in msgs:
+            if msg.metadata.num_delivered > 1:
+                self.stats.redelivered += 1
+            try:
+                envelope = read_message(
+                    msg.headers, msg.data, accept=self.accept, max_body_bytes=self.max_body_bytes
+                )
+            except ContractError as exc:
+                await self._give_up(msg, exc)
+                continue
+            readable.append(_Readable(msg, envelope))
+        if not readable:
+            self._observe()
+            return
+        try:
+            await self._apply(readable)
+        except Exception as exc:  # noqa: BLE001 - any handler failure isolates the batch
+            if len(readable) == 1:
+                await self._retry_or_give_up(readable[0].msg, exc)
+            else:
+                log.info("batch_failed_replaying_singly", consumer=self.name, size=len(readable))
+                for item in readable:
+                    try:
+                        await self._apply([item])
+                    except Exception as single_exc:  # noqa: BLE001 - see above
+                        await self._retry_or_give_up(item.msg, single_exc)
+        self._observe()
+
+    async def _apply(self, items: Sequence[_Readable]) -> None:
+        """Apply ``items`` in one transaction, then acknowledge them."""
+        started = time.perf_counter()
+        async with self.store.unit_of_work() as uow:
+            fresh = await self._fresh(items, uow)
+            if fresh:
+                if self.batch_handler is not None:
+                    emitted = await self.batch_handler([i.envelope for i in fresh], uow)
+                    uow.emit_all(emitted or (), caused_by=fresh[0].envelope.event)
+                else:
+                    for item in fresh:
+                        handler = self.handlers[item.envelope.event.type]
+                        with event_context(item.envelope.event):
+                            emitted = await handler(item.envelope, uow)
+                        uow.emit_all(emitted or (), caused_by=item.envelope.event)
+                if self.use_inbox:
+                    for item in fresh:
+                        uow.mark_processed(self.name, item.envelope.event.id)
+        self.stats.handler_seconds += time.perf_counter() - started
+        self.stats.applied += len(fresh)
+        self.stats.duplicates += len(items) - len(fresh)
+        if fresh and self.after_commit is not None:
+            self.after_commit()
+        for item in items:
+            await item.msg.ack()
+
+    async def _fresh(self, items: Sequence[_Readable], uow: UnitOfWork) -> list[_Readable]:
+        """The items not applied before (inbox) and not repeated within the batch."""
+        seen_here: set[str] = set()
+        unique: list[_Readable] = []
+        for item in items:
+            event_id = item.envelope.event.id
+            if event_id not in seen_here:
+                seen_here.add(event_id)
+                unique.append(item)
+        if not self.use_inbox:
+            return unique
+        done = await uow.processed(self.name, seen_here)
+        return [item for item in unique if item.envelope.event.id not in done]
+
+    # ------------------------------------------------------------------ failures
+    async def _retry_or_give_up(self, msg: Msg, error: BaseException) -> None:
+        delivered = msg.metadata.num_delivered
+        with headers_context(msg.headers):
+            if delivered >= self.spec.max_deliver:
+                await self._give_up(msg, error)
+                return
+            delay = self.backoff_s[min(delivered, len(self.backoff_s)) - 1]
+            self.stats.retried += 1
+            log.warning(
+                "handler_failed_will_retry",
+                consumer=self.name,
+                subject=msg.subject,
+                error_class=type(error).__name__,
+                error=str(error),
+                delivery=delivered,
+                max_deliver=self.spec.max_deliver,
+                retry_in_s=delay,
+            )
+            await msg.nak(delay=delay)
+
+    async def _give_up(self, msg: Msg, error: BaseException) -> None:
+        with headers_context(msg.headers):
+            try:
+                await self.dead_letters.dead_letter(msg, error, consumer=self.name)
+            except Exception as dlq_error:  # noqa: BLE001 - never terminate what was not recorded
+                log.error(
+                    "dead_letter_failed_will_retry",
+                    consumer=self.name,
+                    subject=msg.subject,
+                    error=repr(dlq_error),
+                    original_error=repr(error),
+                )
+                await msg.nak(delay=self.backoff_s[-1])
+                return
+        await msg.term()
+        self.stats.dead_lettered += 1
+        reason = type(error).__name__
+        self.stats.dead_letter_reasons[reason] = self.stats.dead_letter_reasons.get(reason, 0) + 1
+
+    def _observe(self) -> None:
+        if self.observe is not None:
+            self.observe(self.stats)

@@ -1,0 +1,127 @@
+"""The unit of work: one transaction holding state changes, outbox rows and inbox marks.
+
+Handlers write their state through ``uow.session`` and hand back the events they
+cause; the bus kit (or the handler) calls ``uow.emit`` for each, which queues an
+outbox row built with full CloudEvents headers. ``processed`` and
+``mark_processed`` give the inbox: the ids of consumed events, committed in the same
+transaction as their effects. Rows are written with set-based ``INSERT``s at flush,
+which keeps the per-event cost low on the hot path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+import msgspec
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from aifactory.contracts.base import Contract
+from aifactory.contracts.cloudevents import CloudEvent, new_traceparent, utcnow
+from aifactory.contracts.envelope import OutgoingMessage, build_message
+from aifactory.store.tables import InboxRecord, OutboxRecord
+
+_headers_encoder = msgspec.json.Encoder()
+_IN_CHUNK = 500  # ids per IN (...) query; well below every backend's parameter limit
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event a handler wants published, with its routing attributes."""
+
+    data: Contract
+    tenant: str | None = None
+    scope: str | None = None
+    subject: str | None = None
+
+
+class UnitOfWork:
+    """One database transaction of a service (created by ``Store.unit_of_work``)."""
+
+    def __init__(self, session: AsyncSession, *, source: str, dialect: str) -> None:
+        self.session = session
+        self.source = source
+        self.dialect = dialect
+        self._outbox: list[dict[str, object]] = []
+        self._inbox: list[dict[str, object]] = []
+        self.emitted: list[OutgoingMessage] = []
+
+    def emit(
+        self, event: NewEvent | Contract, *, caused_by: CloudEvent | None = None
+    ) -> OutgoingMessage:
+        """Queue ``event`` for publication when this unit of work commits.
+
+        ``caused_by`` (the event being handled) continues its trace and, unless the
+        new event names its own tenant, its tenant.
+        """
+        new = event if isinstance(event, NewEvent) else NewEvent(event)
+        tenant = new.tenant if new.tenant is not None else (caused_by.tenant if caused_by else None)
+        trace = caused_by.trace_id if caused_by else None
+        message = build_message(
+            new.data,
+            source=self.source,
+            tenant=tenant,
+            scope=new.scope,
+            subject=new.subject,
+            traceparent=new_traceparent(trace),
+        )
+        now = message.event.time or utcnow()
+        self._outbox.append(
+            {
+                "event_id": message.event.id,
+                "subject": message.subject,
+                "headers": _headers_encoder.encode(message.headers).decode(),
+                "body": message.body,
+                "created_at": now,
+                "published_at": None,
+            }
+        )
+        self.emitted.append(message)
+        return message
+
+    def emit_all(
+        self, events: Iterable[NewEvent | Contract], *, caused_by: CloudEvent | None = None
+    ) -> None:
+        """``emit`` each of ``events``."""
+        for event in events:
+            self.emit(event, caused_by=caused_by)
+
+    async def processed(self, consumer: str, event_ids: Collection[str]) -> set[str]:
+        """Which of ``event_ids`` this consumer has already applied (committed)."""
+        found: set[str] = set()
+        ids = list(event_ids)
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            rows = await self.session.exec(
+                select(InboxRecord.event_id).where(  # type: ignore[call-overload]
+                    col(InboxRecord.consumer) == consumer, col(InboxRecord.event_id).in_(chunk)
+                )
+            )
+            found.update(rows.scalars().all())
+        return found
+
+    def mark_processed(self, consumer: str, event_id: str, at: dt.datetime | None = None) -> None:
+        """Record that ``consumer`` applied ``event_id`` (commits with this unit of work)."""
+        self._inbox.append(
+            {"consumer": consumer, "event_id": event_id, "processed_at": at or utcnow()}
+        )
+
+    async def _connection(self) -> AsyncConnection:
+        return await self.session.connection()
+
+    async def flush(self) -> None:
+        """Write queued outbox rows and inbox marks (called before commit)."""
+        if not self._outbox and not self._inbox:
+            return
+        await self.session.flush()
+        conn = await self._connection()
+        if self._inbox:
+            await conn.execute(insert(InboxRecord), self._inbox)
+            self._inbox = []
+        if self._outbox:
+            await conn.execute(insert(OutboxRecord), self._outbox)
+            self._outbox = []
