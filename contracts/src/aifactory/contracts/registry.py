@@ -10,6 +10,7 @@ its own subjects.
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -47,7 +48,9 @@ class MessageSpec:
     version: int
     kind: Kind
     scope: Scope | None = None
-    reply: type[Contract] | None = None
+    # builtins.type: inside this class, a bare ``type`` means the field above, and mypy
+    # would read this annotation as plain ``None``.
+    reply: builtins.type[Contract] | None = None
     summary: str = ""
     subject_override: str | None = None
     _decoder: msgspec.json.Decoder[Any] = field(init=False, repr=False)
@@ -89,6 +92,11 @@ class MessageSpec:
     def ce_type(self) -> str:
         """CloudEvents ``type``, e.g. ``io.aifactory.inventory.node_registered.v1``."""
         return f"{CE_TYPE_PREFIX}.{self.domain}.{self.name}.v{self.version}"
+
+    @property
+    def reply_ce_type(self) -> str | None:
+        """The ``ce-type`` header of this command's (or query's) successful reply."""
+        return f"{self.ce_type}.reply" if self.reply is not None else None
 
     @property
     def schema_id(self) -> str:

@@ -45,6 +45,7 @@ from aifactory.contracts.base import Contract
 from aifactory.contracts.envelope import DEFAULT_MAX_BODY_BYTES, Envelope, read_message
 from aifactory.contracts.errors import ContractError
 from aifactory.contracts.registry import spec_of
+from aifactory.observability.metrics import ServiceMetrics
 from aifactory.store.store import Store
 from aifactory.store.uow import NewEvent, UnitOfWork
 
@@ -97,7 +98,7 @@ class EventConsumer:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         use_inbox: bool = True,
         after_commit: Callable[[], None] | None = None,
-        observe: Callable[[ConsumerStats], None] | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         if (handlers is None) == (batch_handler is None):
             raise ValueError("give either per-message handlers or one batch_handler")
@@ -118,9 +119,13 @@ class EventConsumer:
         self.max_body_bytes = max_body_bytes
         self.use_inbox = use_inbox
         self.after_commit = after_commit
-        self.observe = observe
         self.name = namespace.stream(spec.durable)
         self.stats = ConsumerStats()
+        self.metrics = metrics
+        if metrics is not None:
+            self._consumed_metric = metrics.consumed(spec.durable)
+            self._redelivered_metric = metrics.redelivered(spec.durable)
+            self._latency_metric = metrics.handler_seconds(spec.durable)
 
     # ------------------------------------------------------------------ loop
     async def run(self, *, ready: asyncio.Event | None = None) -> None:
@@ -149,6 +154,8 @@ class EventConsumer:
         for msg in msgs:
             if msg.metadata.num_delivered > 1:
                 self.stats.redelivered += 1
+                if self.metrics is not None:
+                    self._redelivered_metric.inc()
             try:
                 envelope = read_message(
                     msg.headers, msg.data, accept=self.accept, max_body_bytes=self.max_body_bytes
@@ -158,7 +165,6 @@ class EventConsumer:
                 continue
             readable.append(_Readable(msg, envelope))
         if not readable:
-            self._observe()
             return
         try:
             await self._apply(readable)
@@ -172,7 +178,6 @@ class EventConsumer:
                         await self._apply([item])
                     except Exception as single_exc:  # noqa: BLE001 - see above
                         await self._retry_or_give_up(item.msg, single_exc)
-        self._observe()
 
     async def _apply(self, items: Sequence[_Readable]) -> None:
         """Apply ``items`` in one transaction, then acknowledge them."""
@@ -192,8 +197,12 @@ class EventConsumer:
                 if self.use_inbox:
                     for item in fresh:
                         uow.mark_processed(self.name, item.envelope.event.id)
-        self.stats.handler_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.stats.handler_seconds += elapsed
         self.stats.applied += len(fresh)
+        if self.metrics is not None:
+            self._latency_metric.observe(elapsed)
+            self._consumed_metric.inc(len(items))
         self.stats.duplicates += len(items) - len(fresh)
         if fresh and self.after_commit is not None:
             self.after_commit()
@@ -253,7 +262,5 @@ class EventConsumer:
         self.stats.dead_lettered += 1
         reason = type(error).__name__
         self.stats.dead_letter_reasons[reason] = self.stats.dead_letter_reasons.get(reason, 0) + 1
-
-    def _observe(self) -> None:
-        if self.observe is not None:
-            self.observe(self.stats)
+        if self.metrics is not None:
+            self.metrics.dead_lettered(self.spec.durable, reason).inc()

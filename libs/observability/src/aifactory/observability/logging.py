@@ -43,7 +43,7 @@ class LoggingConfigError(ValueError):
     """A logging setting (level or format) has an invalid value."""
 
 
-class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StdoutHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever ``sys.stdout`` is when a record is emitted.
 
     Redirections made after configuration (test capture, a daemon re-pointing stdout)
@@ -53,7 +53,7 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__(sys.stdout)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stdout
 
@@ -155,9 +155,10 @@ def configure_logging(
     Idempotent: a second call replaces the first configuration.
     """
     numeric_level = _resolve_level(level)
-    handler: logging.StreamHandler = (  # type: ignore[type-arg]
+    handler: logging.StreamHandler[TextIO] = (
         _StdoutHandler() if stream is None else logging.StreamHandler(stream)
     )
+    handler.setLevel(numeric_level)
     render_json = _resolve_json(json, stream or sys.stdout)
     shared = _shared_processors()
     handler.setFormatter(

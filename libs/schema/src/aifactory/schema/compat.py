@@ -100,19 +100,15 @@ def check_registry(registry: Registry, schemas_dir: Path) -> list[Finding]:
         registered.add(spec.schema_path)
         file = schemas_dir / spec.schema_path
         if not file.is_file():
-            findings.append(
-                Finding(spec.schema_path, "not_exported", "$", f"{spec.ce_type} is not yet exported")
-            )
+            message = f"{spec.ce_type} is not yet exported"
+            findings.append(Finding(spec.schema_path, "not_exported", "$", message))
             continue
         try:
-            old = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            breaking = compare(_load_schema(file), message_schema(spec))
+        except (OSError, ValueError, TypeError) as exc:
             findings.append(Finding(spec.schema_path, "unreadable_schema", "$", str(exc)))
             continue
-        findings += [
-            Finding(spec.schema_path, b.kind, b.path, b.message)
-            for b in compare(old, message_schema(spec))
-        ]
+        findings += [Finding(spec.schema_path, b.kind, b.path, b.message) for b in breaking]
     for file in sorted(schemas_dir.rglob("*.json")) if schemas_dir.is_dir() else ():
         relative = file.relative_to(schemas_dir).as_posix()
         if relative not in registered:
@@ -126,6 +122,13 @@ def check_registry(registry: Registry, schemas_dir: Path) -> list[Finding]:
                 )
             )
     return findings
+
+
+def _load_schema(file: Path) -> dict[str, Any]:
+    schema = json.loads(file.read_text(encoding="utf-8"))
+    if not isinstance(schema, dict):
+        raise TypeError(f"{file.name} is not a JSON Schema object")
+    return schema
 
 
 def _json_type(value: Any) -> str:
@@ -157,7 +160,7 @@ def _types(node: dict[str, Any]) -> frozenset[str]:
 
 
 def _describe(types: frozenset[str]) -> str:
-    return "any" if types == _ANY_TYPE else " | ".join(sorted(types))
+    return "any" if types >= _ANY_TYPE - {"null"} else " | ".join(sorted(types))
 
 
 def _child(path: str, name: str) -> str:
@@ -242,15 +245,12 @@ class _Walker:
     def single(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
         """Compare two resolved, non-union schema nodes."""
         old_types, new_types = _types(old) - {"null"}, _types(new) - {"null"}
-        if old_types != new_types and old_types != _ANY_TYPE - {"null"}:
+        if old_types != new_types:
             self.report(
                 "field_retyped",
                 path,
                 f"type changed from {_describe(old_types)} to {_describe(new_types)}",
             )
-            return
-        if old_types != new_types:
-            self.report("field_retyped", path, f"type narrowed from any to {_describe(new_types)}")
             return
         self._values(old, new, path)
         self._bounds(old, new, path)
@@ -389,7 +389,7 @@ def _pointer(doc: dict[str, Any], ref: str) -> dict[str, Any]:
         except (KeyError, IndexError, ValueError):
             raise ValueError(f"$ref {ref!r} does not resolve in its document") from None
     if not isinstance(target, dict):
-        raise ValueError(f"$ref {ref!r} does not point at a schema object")
+        raise TypeError(f"$ref {ref!r} does not point at a schema object")
     return target
 
 
@@ -410,14 +410,13 @@ def _label(node: dict[str, Any]) -> str:
 
 
 def _match_branch(old: dict[str, Any], candidates: list[Any]) -> dict[str, Any] | None:
-    """The new union member that corresponds to ``old``: same title, else same types."""
-    types = _types(old)
-    same_types = [c for c in candidates if isinstance(c, dict) and _types(c) == types]
+    """The new union member that corresponds to ``old``: same types and title, else the
+    only member with the same types."""
+    same_types = [c for c in candidates if isinstance(c, dict) and _types(c) == _types(old)]
     for candidate in same_types:
         if candidate.get("title") == old.get("title"):
             return candidate
-    untitled = [c for c in same_types if "title" not in c or "title" not in old]
-    return untitled[0] if len(untitled) == 1 else (same_types[0] if len(same_types) == 1 else None)
+    return same_types[0] if len(same_types) == 1 else None
 
 
 def _tightest(

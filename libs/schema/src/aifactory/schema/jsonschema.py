@@ -19,22 +19,12 @@ from typing import Any
 import msgspec
 
 from aifactory.contracts.base import Contract
-from aifactory.contracts.registry import CE_TYPE_PREFIX, MessageSpec, Registry
+from aifactory.contracts.registry import MessageSpec, Registry
 from aifactory.contracts.replies import ERROR_REPLY_TYPE, ErrorReply
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 EXTENSION_KEY = "x-aifactory"
 DEFS_PREFIX = "#/$defs/"
-
-
-def reply_ce_type(spec: MessageSpec) -> str:
-    """The ``ce-type`` a successful reply to command/query ``spec`` carries.
-
-    ``io.aifactory.<domain>.<name>.reply.v<N>``: the request's type with ``reply``
-    before the version, so it can never collide with a registered message (names
-    have no dots) and a caller tells it apart from ``io.aifactory.error.v1``.
-    """
-    return f"{CE_TYPE_PREFIX}.{spec.domain}.{spec.name}.reply.v{spec.version}"
 
 
 def message_schema(spec: MessageSpec) -> dict[str, Any]:
@@ -64,7 +54,7 @@ def message_schema(spec: MessageSpec) -> dict[str, Any]:
     }
     if spec.reply is not None:
         extension["reply"] = {"$ref": DEFS_PREFIX + names[1]}
-        extension["reply_ce_type"] = reply_ce_type(spec)
+        extension["reply_ce_type"] = spec.reply_ce_type
         extension["error_reply"] = {"$ref": DEFS_PREFIX + names[2]}
         extension["error_reply_ce_type"] = ERROR_REPLY_TYPE
     document[EXTENSION_KEY] = extension
