@@ -55,7 +55,7 @@ async def applied_counts(store: Store) -> dict[str, int]:
     """Widget id -> number of applications, read from the database."""
     async with store.session() as session:
         rows = (await session.exec(select(WidgetRow.widget_id, WidgetRow.applied))).all()  # type: ignore[call-overload]
-    return {widget_id: applied for widget_id, applied in rows}
+    return dict(rows)
 
 
 @pytest_asyncio.fixture

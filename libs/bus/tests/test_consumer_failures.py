@@ -19,7 +19,7 @@ from aifactory.store.store import Store
 from aifactory.store.uow import NewEvent, UnitOfWork
 from aifactory.testing.waiting import wait_until
 
-from .conftest import WIDGETS, WidgetRow, apply_widget, applied_counts, running
+from .conftest import WIDGETS, WidgetRow, applied_counts, apply_widget, running
 
 pytestmark = pytest.mark.integration
 
@@ -63,21 +63,26 @@ async def test_crash_after_commit_before_ack_is_not_applied_twice(bus: Bus, stor
     def crash() -> None:
         raise SimulatedCrash
 
-    crashing = bus.consumer(WIDGETS, store, handlers={WidgetRegistered: apply_widget}, after_commit=crash)
+    crashing = bus.consumer(
+        WIDGETS, store, handlers={WidgetRegistered: apply_widget}, after_commit=crash
+    )
     async with running(crashing) as task:
         await asyncio.wait([task], timeout=10)
-    assert task.done() and isinstance(task.exception(), SimulatedCrash)
+    assert task.done()
+    assert isinstance(task.exception(), SimulatedCrash)
     assert await applied_counts(store) == {"w1": 1}
 
     restarted = bus.consumer(WIDGETS, store, handlers={WidgetRegistered: apply_widget})
     async with running(restarted):
         await wait_until(
-            lambda: asyncio.sleep(0, restarted.stats.duplicates), lambda n: n == 1,
+            lambda: asyncio.sleep(0, restarted.stats.duplicates),
+            lambda n: n == 1,
             what="the redelivery to be recognised as a duplicate",
         )
         info = await wait_until(
             lambda: bus.js.consumer_info(bus.namespace.stream(WIDGETS.stream), restarted.name),
-            lambda i: i.num_ack_pending == 0, what="the redelivery to be acknowledged",
+            lambda i: i.num_ack_pending == 0,
+            what="the redelivery to be acknowledged",
         )
     assert info.num_pending == 0
     assert restarted.stats.redelivered == 1
@@ -85,7 +90,9 @@ async def test_crash_after_commit_before_ack_is_not_applied_twice(bus: Bus, stor
     assert await applied_counts(store) == {"w1": 1}
 
 
-async def test_failing_handler_retried_then_dead_lettered_and_next_processed(bus: Bus, store: Store) -> None:
+async def test_failing_handler_retried_then_dead_lettered_and_next_processed(
+    bus: Bus, store: Store
+) -> None:
     """A handler that raises is retried up to max_deliver, then dead-lettered with its reason; the next message is processed."""
     attempts: Counter[str] = Counter()
 
@@ -120,15 +127,36 @@ async def test_failing_handler_retried_then_dead_lettered_and_next_processed(bus
     ("case", "mutate", "error_class"),
     [
         ("malformed json", lambda h, b: (h, b[:-5] + b"{{{"), "UndecodableBody"),
-        ("wrong ce-type", lambda h, b: ({**h, H_TYPE: "io.aifactory.example.register_widget.v1"}, b), "UnknownMessageType"),
-        ("missing ce-id", lambda h, b: ({k: v for k, v in h.items() if k != H_ID}, b), "InvalidCloudEvent"),
+        (
+            "wrong ce-type",
+            lambda h, b: ({**h, H_TYPE: "io.aifactory.example.register_widget.v1"}, b),
+            "UnknownMessageType",
+        ),
+        (
+            "missing ce-id",
+            lambda h, b: ({k: v for k, v in h.items() if k != H_ID}, b),
+            "InvalidCloudEvent",
+        ),
         ("unknown field", lambda h, b: (h, b[:-1] + b',"colour":"red"}'), "UndecodableBody"),
-        ("absurd value", lambda h, b: (h, b.replace(b'"size":1', b'"size":1000000000')), "UndecodableBody"),
-        ("oversized body", lambda h, b: (h, b[:-1] + b',"label":"' + b"x" * 300_000 + b'"}'), "OversizedBody"),
+        (
+            "absurd value",
+            lambda h, b: (h, b.replace(b'"size":1', b'"size":1000000000')),
+            "UndecodableBody",
+        ),
+        (
+            "oversized body",
+            lambda h, b: (h, b[:-1] + b',"label":"' + b"x" * 300_000 + b'"}'),
+            "OversizedBody",
+        ),
     ],
 )
 async def test_bad_input_goes_straight_to_dead_letter(
-    bus: Bus, store: Store, nats_client: Client, case: str, mutate, error_class: str  # type: ignore[no-untyped-def]
+    bus: Bus,
+    store: Store,
+    nats_client: Client,
+    case: str,
+    mutate,
+    error_class: str,  # type: ignore[no-untyped-def]
 ) -> None:
     """Malformed bytes, a wrong ce-type, a missing ce-id, unknown fields, absurd values and oversized bodies are dead-lettered at once; the next good message is processed."""
     handled: list[str] = []
@@ -163,7 +191,9 @@ async def test_batch_handler_applies_each_event_once(bus: Bus, store: Store) -> 
     async def apply_batch(envelopes: Sequence[Envelope[WidgetRegistered]], uow: UnitOfWork) -> None:
         calls.append(len(envelopes))
         for envelope in envelopes:
-            uow.session.add(WidgetRow(widget_id=envelope.data.widget_id, size=envelope.data.size, applied=1))
+            uow.session.add(
+                WidgetRow(widget_id=envelope.data.widget_id, size=envelope.data.size, applied=1)
+            )
 
     widgets = [_widget(f"b{i}") for i in range(50)]
     await _publish(bus, *widgets)
@@ -171,7 +201,9 @@ async def test_batch_handler_applies_each_event_once(bus: Bus, store: Store) -> 
         WIDGETS, store, batch_handler=apply_batch, accept=[WidgetRegistered], batch_size=64
     )
     async with running(consumer):
-        counts = await wait_until(lambda: applied_counts(store), lambda c: len(c) == 50, what="50 widgets")
+        counts = await wait_until(
+            lambda: applied_counts(store), lambda c: len(c) == 50, what="50 widgets"
+        )
     assert set(counts.values()) == {1}
     assert sum(calls) == 50
     assert len(calls) < 50, "the batch path must hand several events per call"

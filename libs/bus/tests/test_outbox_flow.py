@@ -15,7 +15,7 @@ from aifactory.store.tables import OutboxRecord
 from aifactory.store.uow import NewEvent
 from aifactory.testing.waiting import wait_until
 
-from .conftest import WIDGETS, apply_widget, applied_counts, running
+from .conftest import WIDGETS, applied_counts, apply_widget, running
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +36,17 @@ async def _emit_widgets(store: Store, count: int) -> list[str]:
         ids = []
         for i in range(count):
             message = uow.emit(
-                NewEvent(WidgetRegistered(widget_id=f"w{i}", tenant="acme", size=i + 1), tenant="acme")
+                NewEvent(
+                    WidgetRegistered(widget_id=f"w{i}", tenant="acme", size=i + 1), tenant="acme"
+                )
             )
             ids.append(message.event.id)
     return ids
 
 
-async def test_outbox_event_reaches_consumer_with_cloudevents_headers(bus: Bus, store: Store) -> None:
+async def test_outbox_event_reaches_consumer_with_cloudevents_headers(
+    bus: Bus, store: Store
+) -> None:
     """An event committed to the outbox is relayed and applied by a durable consumer; its headers are valid CloudEvents."""
     ids = await _emit_widgets(store, 3)
     assert await bus.relay(store).drain() == 3
@@ -62,7 +66,9 @@ async def test_outbox_event_reaches_consumer_with_cloudevents_headers(bus: Bus, 
 
     consumer = bus.consumer(WIDGETS, store, handlers={WidgetRegistered: apply_widget})
     async with running(consumer):
-        counts = await wait_until(lambda: applied_counts(store), lambda c: len(c) == 3, what="3 widgets")
+        counts = await wait_until(
+            lambda: applied_counts(store), lambda c: len(c) == 3, what="3 widgets"
+        )
     assert counts == {"w0": 1, "w1": 1, "w2": 1}
 
 

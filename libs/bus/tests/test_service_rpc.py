@@ -10,7 +10,13 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client
 
-from aifactory.bus.rpc import CommandFailed, CommandRejected, RequestContext, ServiceUnavailable, request
+from aifactory.bus.rpc import (
+    CommandFailed,
+    CommandRejected,
+    RequestContext,
+    ServiceUnavailable,
+    request,
+)
 from aifactory.bus.service import Service
 from aifactory.bus.settings import BusSettings
 from aifactory.contracts.cloudevents import H_TYPE, parse_headers
@@ -26,7 +32,9 @@ from .conftest import WidgetRow
 pytestmark = pytest.mark.integration
 
 
-async def register_widget(command: RegisterWidget, uow: UnitOfWork, ctx: RequestContext) -> WidgetRegistration:
+async def register_widget(
+    command: RegisterWidget, uow: UnitOfWork, ctx: RequestContext
+) -> WidgetRegistration:
     """Test command handler: register once, emit WidgetRegistered; 'explode' fails unexpectedly."""
     if command.widget_id == "explode":
         raise RuntimeError("disk on fire")
@@ -35,7 +43,12 @@ async def register_widget(command: RegisterWidget, uow: UnitOfWork, ctx: Request
     if await uow.session.get(WidgetRow, command.widget_id) is not None:
         return WidgetRegistration(widget_id=command.widget_id, created=False)
     uow.session.add(WidgetRow(widget_id=command.widget_id, size=command.size, applied=1))
-    uow.emit(NewEvent(WidgetRegistered(widget_id=command.widget_id, tenant=command.tenant, size=command.size), tenant=command.tenant))
+    uow.emit(
+        NewEvent(
+            WidgetRegistered(widget_id=command.widget_id, tenant=command.tenant, size=command.size),
+            tenant=command.tenant,
+        )
+    )
     return WidgetRegistration(widget_id=command.widget_id, created=True)
 
 
@@ -46,9 +59,16 @@ async def refuse_tenant_evil(ctx: RequestContext) -> None:
 
 
 @pytest_asyncio.fixture
-async def service(bus_settings: BusSettings, database_url: str, nats_client: Client) -> AsyncIterator[Service]:
+async def service(
+    bus_settings: BusSettings, database_url: str, nats_client: Client
+) -> AsyncIterator[Service]:
     """The widgets service running against the test NATS and database."""
-    svc = Service("widgets", bus_settings=bus_settings, store=Store(database_url), authorize=refuse_tenant_evil)
+    svc = Service(
+        "widgets",
+        bus_settings=bus_settings,
+        store=Store(database_url),
+        authorize=refuse_tenant_evil,
+    )
     svc.command(RegisterWidget, register_widget)
     await svc.start()
     yield svc
@@ -59,7 +79,9 @@ def _cmd(widget_id: str = "w1", size: int = 3) -> RegisterWidget:
     return RegisterWidget(widget_id=widget_id, tenant="acme", size=size)
 
 
-async def test_command_gets_typed_reply_and_event_reaches_stream(service: Service, nats_client: Client) -> None:
+async def test_command_gets_typed_reply_and_event_reaches_stream(
+    service: Service, nats_client: Client
+) -> None:
     """A valid command is answered with its typed reply and its event is relayed to the stream once."""
     ns = service.bus.namespace
     reply = await request(nats_client, _cmd(), WidgetRegistration, namespace=ns, tenant="acme")
@@ -68,7 +90,9 @@ async def test_command_gets_typed_reply_and_event_reaches_stream(service: Servic
     assert again.created is False
 
     stream = ns.stream("FACTORY_EXAMPLE")
-    info = await wait_until(lambda: nats_client.jetstream().stream_info(stream), lambda i: i.state.messages >= 1)
+    info = await wait_until(
+        lambda: nats_client.jetstream().stream_info(stream), lambda i: i.state.messages >= 1
+    )
     assert info.state.messages == 1, "a command that changes nothing emits nothing"
     raw = await nats_client.jetstream().get_msg(stream, 1)
     assert parse_headers(raw.headers).source == "/aifactory/widgets"
@@ -84,17 +108,22 @@ async def test_command_gets_typed_reply_and_event_reaches_stream(service: Servic
         (b'{"widget_id":"w1","tenant":"acme"}', "missing required field"),
     ],
 )
-async def test_invalid_command_body_gets_typed_error_not_timeout(service: Service, nats_client: Client, body: bytes, fragment: str) -> None:
+async def test_invalid_command_body_gets_typed_error_not_timeout(
+    service: Service, nats_client: Client, body: bytes, fragment: str
+) -> None:
     """A command whose body does not decode is answered with an invalid_request ErrorReply."""
     subject = service.bus.namespace.subject("factory.example.v1.cmd.register_widget")
     response = await nats_client.request(subject, body, timeout=5)
-    assert response.headers is not None and response.headers[H_TYPE] == ERROR_REPLY_TYPE
+    assert response.headers is not None
+    assert response.headers[H_TYPE] == ERROR_REPLY_TYPE
     error = msgspec.json.decode(response.data, type=ErrorReply)
     assert error.code == "invalid_request"
     assert fragment in error.message.lower()
 
 
-async def test_wrong_ce_type_on_command_subject_is_refused(service: Service, nats_client: Client) -> None:
+async def test_wrong_ce_type_on_command_subject_is_refused(
+    service: Service, nats_client: Client
+) -> None:
     """A request whose ce-type is not the subject's command gets unknown_request."""
     message = build_message(_cmd(), source="/test")
     headers = {**message.headers, H_TYPE: "io.aifactory.example.widget_registered.v1"}
@@ -103,7 +132,9 @@ async def test_wrong_ce_type_on_command_subject_is_refused(service: Service, nat
     assert msgspec.json.decode(response.data, type=ErrorReply).code == "unknown_request"
 
 
-async def test_handler_failure_and_rejection_are_typed_and_service_keeps_running(service: Service, nats_client: Client) -> None:
+async def test_handler_failure_and_rejection_are_typed_and_service_keeps_running(
+    service: Service, nats_client: Client
+) -> None:
     """A raising handler yields an internal ErrorReply, a refusal its own code, and the next command still works."""
     ns = service.bus.namespace
     with pytest.raises(CommandFailed) as failed:
@@ -121,23 +152,36 @@ async def test_handler_failure_and_rejection_are_typed_and_service_keeps_running
 async def test_unauthorised_caller_is_refused(service: Service, nats_client: Client) -> None:
     """The authorize hook's refusal reaches the caller as an unauthorized ErrorReply and changes nothing."""
     with pytest.raises(CommandFailed) as refused:
-        await request(nats_client, _cmd("w9"), WidgetRegistration, namespace=service.bus.namespace, tenant="evil")
+        await request(
+            nats_client,
+            _cmd("w9"),
+            WidgetRegistration,
+            namespace=service.bus.namespace,
+            tenant="evil",
+        )
     assert refused.value.error.code == "unauthorized"
     async with service.store.session() as session:
         assert await session.get(WidgetRow, "w9") is None
 
 
-async def test_request_without_service_is_unavailable(nats_client: Client, bus_settings: BusSettings) -> None:
+async def test_request_without_service_is_unavailable(
+    nats_client: Client, bus_settings: BusSettings
+) -> None:
     """Requesting a command nobody serves raises ServiceUnavailable quickly, not a hang."""
     with pytest.raises(ServiceUnavailable):
-        await request(nats_client, _cmd(), WidgetRegistration, namespace=bus_settings.namespace, timeout=2)
+        await request(
+            nats_client, _cmd(), WidgetRegistration, namespace=bus_settings.namespace, timeout=2
+        )
 
 
-async def test_service_metrics_count_consumed_and_published(service: Service, nats_client: Client) -> None:
+async def test_service_metrics_count_consumed_and_published(
+    service: Service, nats_client: Client
+) -> None:
     """The service's metrics expose the published counter after its relay published an event."""
     await request(nats_client, _cmd("m1"), WidgetRegistration, namespace=service.bus.namespace)
     text: Any = await wait_until(
-        lambda: _render(service), lambda t: 'aifactory_messages_published_total{service="widgets",subject="outbox"} 1.0' in t
+        lambda: _render(service),
+        lambda t: 'aifactory_messages_published_total{service="widgets",subject="outbox"} 1.0' in t,
     )
     assert "aifactory_handler_seconds" in text
 

@@ -20,7 +20,9 @@ async def test_provision_creates_streams_then_is_idempotent(
     js = nats_client.jetstream()
     topology = factory_topology(bus_settings)
     first = await provision(js, topology, bus_settings.namespace)
-    assert set(first.created_streams) == {bus_settings.namespace.stream(s.name) for s in topology.streams}
+    assert set(first.created_streams) == {
+        bus_settings.namespace.stream(s.name) for s in topology.streams
+    }
     second = await provision(js, topology, bus_settings.namespace)
     assert second.created_streams == ()
     assert second.updated_streams == ()
@@ -33,7 +35,10 @@ async def test_provision_applies_changed_consumer_settings(
     js = nats_client.jetstream()
     ns = bus_settings.namespace
     consumer = ConsumerSpec(
-        stream="FACTORY_EXAMPLE", durable="widgets", filter_subjects=("factory.example.>",), max_deliver=3
+        stream="FACTORY_EXAMPLE",
+        durable="widgets",
+        filter_subjects=("factory.example.>",),
+        max_deliver=3,
     )
     await provision(js, factory_topology(bus_settings, [consumer]), ns)
     changed = dataclasses.replace(consumer, max_deliver=7, ack_wait_s=12)

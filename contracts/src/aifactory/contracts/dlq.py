@@ -4,8 +4,9 @@ A consumer that gives up on a message (undecodable, wrong type, no ``ce-id``, or
 handler that kept failing until ``max_deliver``) publishes one ``DeadLetter`` to
 ``factory.dlq.<service>`` (JetStream stream ``FACTORY_DLQ``) and terminates the
 original, so a poison message never blocks those behind it. The record keeps the
-original subject, headers and body so an operator can inspect and re-drive it. Bodies above ``MAX_KEPT_BODY_BYTES`` are kept truncated (with their
-full size) so the record itself always fits in a NATS message.
+original subject, headers and body so an operator can inspect and re-drive it.
+Bodies above ``MAX_KEPT_BODY_BYTES`` are kept truncated (with their full size) so
+the record itself always fits in a NATS message.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from aifactory.contracts.registry import message
 MAX_KEPT_BODY_BYTES = 256 * 1024
 
 
-@message(domain="dlq", name="dead_letter", version=1, kind="evt", scope="service", subject="factory.dlq")
-class DeadLetter(Contract):
+@message(
+    domain="dlq", name="dead_letter", version=1, kind="evt", scope="service", subject="factory.dlq"
+)
+class DeadLetter(Contract, frozen=True, kw_only=True):
     """A message a consumer gave up on, with the reason and the original bytes."""
 
     service: str
@@ -27,10 +30,10 @@ class DeadLetter(Contract):
     original_subject: str
     original_headers: dict[str, str]
     original_body: bytes
-    original_body_size: int = 0
-    original_body_truncated: bool = False
     error_class: str
     error_message: str
     delivery_count: int
-    stream_sequence: int | None = None
     dead_lettered_at: dt.datetime
+    original_body_size: int = 0
+    original_body_truncated: bool = False
+    stream_sequence: int | None = None

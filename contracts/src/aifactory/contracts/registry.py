@@ -4,13 +4,14 @@ Each contract class is registered once with ``@message(...)``, which records its
 domain, name, major version and kind, and from those derives everything a transport
 needs: the NATS subject, the CloudEvents ``type``, the JSON Schema id and a decoder
 built once. Subjects follow ``factory.<domain>.v<N>.<kind>.<name>[.<scope>]`` where
-the scope token is the tenant (or site, or service for dead letters) so NATS permissions can give a tenant exactly
-its own subjects.
+the scope token is the tenant (or site, or service for dead letters) so NATS
+permissions can give a tenant exactly its own subjects.
 """
 
 from __future__ import annotations
 
 import builtins
+import inspect
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ class MessageSpec:
 
     @property
     def base_subject(self) -> str:
-        """The subject without its scope token, e.g. ``factory.inventory.v1.evt.node_registered``."""
+        """The subject without its scope token (``factory.inventory.v1.evt.node_registered``)."""
         if self.subject_override is not None:
             return self.subject_override
         return f"factory.{self.domain}.v{self.version}.{self.kind}.{self.name}"
@@ -136,6 +137,14 @@ class Registry:
             raise RegistryError(f"kind must be one of {KINDS}, got {spec.kind!r}")
         if spec.kind in ("cmd", "qry") and spec.reply is None:
             raise RegistryError(f"{spec.ce_type}: commands and queries need a reply type")
+        if not spec.type.__struct_config__.frozen or any(
+            p.kind is not inspect.Parameter.KEYWORD_ONLY
+            for p in inspect.signature(spec.type).parameters.values()
+        ):
+            raise RegistryError(
+                f"{spec.type.__name__} must be declared "
+                "`class ...(Contract, frozen=True, kw_only=True)`"
+            )
         if spec.type in self._by_type:
             raise RegistryError(f"{spec.type.__name__} is already registered")
         if spec.ce_type in self._by_ce_type:

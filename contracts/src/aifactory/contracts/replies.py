@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import msgspec
+
 from aifactory.contracts.base import Contract
 
 ERROR_REPLY_TYPE = "io.aifactory.error.v1"
@@ -23,9 +25,9 @@ ErrorCode = Literal[
 ]
 
 
-class ErrorReply(Contract):
+class ErrorReply(Contract, frozen=True, kw_only=True):
     """Why a command or query failed: a stable code, a human message, structured details."""
 
     code: ErrorCode
     message: str
-    details: dict[str, str] = {}
+    details: dict[str, str] = msgspec.field(default_factory=dict)

@@ -19,7 +19,7 @@ TenantId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[
 
 
 @message(domain="example", name="widget_registered", version=1, kind="evt", scope="tenant")
-class WidgetRegistered(Contract):
+class WidgetRegistered(Contract, frozen=True, kw_only=True):
     """A widget was registered for a tenant."""
 
     widget_id: WidgetId
@@ -28,7 +28,7 @@ class WidgetRegistered(Contract):
     label: str = ""
 
 
-class WidgetRegistration(Contract):
+class WidgetRegistration(Contract, frozen=True, kw_only=True):
     """Reply to ``RegisterWidget``: the widget id and whether it was new."""
 
     widget_id: WidgetId
@@ -42,7 +42,7 @@ class WidgetRegistration(Contract):
     kind="cmd",
     reply=WidgetRegistration,
 )
-class RegisterWidget(Contract):
+class RegisterWidget(Contract, frozen=True, kw_only=True):
     """Register a widget (idempotent on widget id)."""
 
     widget_id: WidgetId

@@ -27,7 +27,12 @@ from faststream.nats import NatsBroker
 
 from aifactory.bus.context import headers_context, traceparent_from
 from aifactory.bus.settings import BusSettings
-from aifactory.contracts.cloudevents import H_TRACEPARENT, H_W3C_TRACEPARENT, new_traceparent, trace_id_of
+from aifactory.contracts.cloudevents import (
+    H_TRACEPARENT,
+    H_W3C_TRACEPARENT,
+    new_traceparent,
+    trace_id_of,
+)
 
 current_traceparent: ContextVar[str | None] = ContextVar("current_traceparent", default=None)
 

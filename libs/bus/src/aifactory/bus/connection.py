@@ -92,9 +92,7 @@ class Bus:
 
     async def provision(self, consumers: Iterable[ConsumerSpec] = ()) -> ProvisionReport:
         """Create/update the factory streams and the given durable consumers."""
-        return await provision(
-            self.js, factory_topology(self.settings, consumers), self.namespace
-        )
+        return await provision(self.js, factory_topology(self.settings, consumers), self.namespace)
 
     @property
     def publisher(self) -> EventPublisher:

@@ -248,8 +248,8 @@ class EventConsumer:
         with headers_context(msg.headers):
             try:
                 await self.dead_letters.dead_letter(msg, error, consumer=self.name)
-            except Exception as dlq_error:  # noqa: BLE001 - never terminate what was not recorded
-                log.error(
+            except Exception as dlq_error:
+                log.exception(
                     "dead_letter_failed_will_retry",
                     consumer=self.name,
                     subject=msg.subject,

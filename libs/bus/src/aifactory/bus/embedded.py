@@ -49,7 +49,7 @@ def free_port() -> int:
 
 def nats_answers(url: str, timeout: float = 1.0) -> bool:
     """Whether something accepts TCP connections at a ``nats://host:port`` URL."""
-    parsed = urlparse(url.split(",")[0])
+    parsed = urlparse(url.split(",", maxsplit=1)[0])
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:

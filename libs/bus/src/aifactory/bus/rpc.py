@@ -30,7 +30,7 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from aifactory.bus.settings import Namespace
+from aifactory.bus.settings import ROOT_NAMESPACE, Namespace
 from aifactory.contracts.base import Contract
 from aifactory.contracts.cloudevents import (
     CONTENT_TYPE,
@@ -58,7 +58,9 @@ _error_decoder = msgspec.json.Decoder(ErrorReply)
 class CommandRejected(Exception):
     """Raised by a handler to refuse a command with a typed error reply."""
 
-    def __init__(self, code: ErrorCode, message: str, details: Mapping[str, str] | None = None):
+    def __init__(
+        self, code: ErrorCode, message: str, details: Mapping[str, str] | None = None
+    ) -> None:
         self.reply = ErrorReply(code=code, message=message, details=dict(details or {}))
         super().__init__(message)
 
@@ -124,9 +126,7 @@ async def answer(
         command = spec.decode(body)
     except (ContractError, InvalidCloudEvent) as exc:
         return error_reply("invalid_request", str(exc), type=spec.ce_type)
-    context = RequestContext(
-        spec=spec, headers=headers, event=event, tenant=headers.get(H_TENANT)
-    )
+    context = RequestContext(spec=spec, headers=headers, event=event, tenant=headers.get(H_TENANT))
     try:
         if authorize is not None:
             await authorize(context)
@@ -134,9 +134,11 @@ async def answer(
             reply = await handler(command, uow, context)
             emitted = bool(uow.emitted)
     except CommandRejected as exc:
-        log.info("command_rejected", type=spec.ce_type, code=exc.reply.code, reason=exc.reply.message)
+        log.info(
+            "command_rejected", type=spec.ce_type, code=exc.reply.code, reason=exc.reply.message
+        )
         return _reply(exc.reply, ERROR_REPLY_TYPE)
-    except Exception:  # noqa: BLE001 - a failing handler must still answer
+    except Exception:
         log.exception("command_failed", type=spec.ce_type)
         return error_reply("internal", f"{spec.ce_type} failed inside the service; see its logs")
     if emitted and on_commit is not None:
@@ -174,7 +176,9 @@ class CommandEndpoints:
         self.subjects: list[str] = []
 
     def register(
-        self, command_type: type[C], handler: Callable[[C, UnitOfWork, RequestContext], Awaitable[Contract]]
+        self,
+        command_type: type[C],
+        handler: Callable[[C, UnitOfWork, RequestContext], Awaitable[Contract]],
     ) -> None:
         """Serve ``command_type`` with ``handler`` (queue group = service name)."""
         spec = spec_of(command_type)
@@ -208,7 +212,7 @@ async def request(
     command: Contract,
     reply_type: type[R],
     *,
-    namespace: Namespace = Namespace(),
+    namespace: Namespace = ROOT_NAMESPACE,
     source: str = "/aifactory/cli",
     tenant: str | None = None,
     scope: str | None = None,

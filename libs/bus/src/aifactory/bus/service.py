@@ -123,9 +123,9 @@ class Service:
             namespace=self.bus.namespace,
             authorize=self.authorize,
             on_commit=self._wake_relay,
-            observe=lambda handler, seconds, _failed: self.metrics.handler_seconds(
-                handler
-            ).observe(seconds),
+            observe=lambda handler, seconds, _failed: self.metrics.handler_seconds(handler).observe(
+                seconds
+            ),
         )
         for command_type, handler in self._commands:
             endpoints.register(command_type, handler)
@@ -188,7 +188,9 @@ class Service:
             )
             for task in done:
                 if task is not waiter and task.exception() is not None:
-                    log.error("service_task_died", task=task.get_name(), error=repr(task.exception()))
+                    log.error(
+                        "service_task_died", task=task.get_name(), error=repr(task.exception())
+                    )
         finally:
             waiter.cancel()
             await self.stop()

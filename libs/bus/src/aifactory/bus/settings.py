@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_STREAM_MAX_AGE_S = 30 * 24 * 3600.0
+DEFAULT_DUPLICATE_WINDOW_S = 2 * 3600.0
 
 
 class SettingsError(ValueError):
@@ -44,8 +46,8 @@ class BusSettings:
     nats_url: str = DEFAULT_NATS_URL
     subject_prefix: str = ""
     stream_replicas: int = 1
-    stream_max_age_s: float = 30 * 24 * 3600.0
-    duplicate_window_s: float = 2 * 3600.0
+    stream_max_age_s: float = DEFAULT_STREAM_MAX_AGE_S
+    duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BusSettings:
@@ -60,8 +62,10 @@ class BusSettings:
             nats_url=env.get("AIFACTORY_NATS_URL") or env.get("NATS_URL") or DEFAULT_NATS_URL,
             subject_prefix=prefix,
             stream_replicas=int(_number(env, "AIFACTORY_STREAM_REPLICAS", 1)),
-            stream_max_age_s=_number(env, "AIFACTORY_STREAM_MAX_AGE", cls.stream_max_age_s),
-            duplicate_window_s=_number(env, "AIFACTORY_DUPLICATE_WINDOW", cls.duplicate_window_s),
+            stream_max_age_s=_number(env, "AIFACTORY_STREAM_MAX_AGE", DEFAULT_STREAM_MAX_AGE_S),
+            duplicate_window_s=_number(
+                env, "AIFACTORY_DUPLICATE_WINDOW", DEFAULT_DUPLICATE_WINDOW_S
+            ),
         )
 
     @property
@@ -94,3 +98,7 @@ class Namespace:
         if not self.prefix:
             return name
         return f"{self.prefix.replace('.', '_').upper()}_{name}"
+
+
+ROOT_NAMESPACE = Namespace()
+"""The production namespace: subjects and stream names as the contracts give them."""

@@ -30,7 +30,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from aifactory.bus.settings import BusSettings, Namespace
+from aifactory.bus.settings import ROOT_NAMESPACE, BusSettings, Namespace
 from aifactory.contracts.registry import REGISTRY, Registry
 
 log = structlog.get_logger(__name__)
@@ -115,10 +115,10 @@ class Topology:
 
 def _subject_matches(pattern: str, subject: str) -> bool:
     p_tokens, s_tokens = pattern.split("."), subject.split(".")
-    for i, token in enumerate(p_tokens):
-        if token == ">":
+    for i, part in enumerate(p_tokens):
+        if part == ">":
             return len(s_tokens) > i
-        if i >= len(s_tokens) or (token not in ("*", s_tokens[i])):
+        if i >= len(s_tokens) or (part not in ("*", s_tokens[i])):
             return False
     return len(p_tokens) == len(s_tokens)
 
@@ -180,7 +180,7 @@ def _stream_differs(current: StreamConfig, wanted: StreamConfig) -> bool:
 
 
 async def provision(
-    js: JetStreamContext, topology: Topology, namespace: Namespace = Namespace()
+    js: JetStreamContext, topology: Topology, namespace: Namespace = ROOT_NAMESPACE
 ) -> ProvisionReport:
     """Create or update every stream and durable consumer of ``topology``; idempotent."""
     created: list[str] = []

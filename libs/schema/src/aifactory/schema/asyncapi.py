@@ -60,7 +60,7 @@ def asyncapi_document(registry: Registry) -> dict[str, Any]:
         messages[key] = _message(spec.type, spec.ce_type, spec.summary, names[spec.type], spec=spec)
         channels[key] = _channel(spec, key)
         operations[key] = _operation(spec, key)
-        if spec.reply is not None:
+        if spec.reply is not None and spec.reply_ce_type is not None:
             reply_key = f"{key}.reply"
             messages[reply_key] = _message(
                 spec.reply,

@@ -109,11 +109,11 @@ class OutboxRelay:
     async def _read_pending(self, session: AsyncSession, *, lock: bool) -> list[PendingEvent]:
         query = (
             select(
-                OutboxRecord.seq,
-                OutboxRecord.event_id,
-                OutboxRecord.subject,
-                OutboxRecord.headers,
-                OutboxRecord.body,
+                col(OutboxRecord.seq),
+                col(OutboxRecord.event_id),
+                col(OutboxRecord.subject),
+                col(OutboxRecord.headers),
+                col(OutboxRecord.body),
             )
             .where(col(OutboxRecord.published_at).is_(None))
             .order_by(col(OutboxRecord.seq))
@@ -121,8 +121,14 @@ class OutboxRelay:
         )
         if lock:
             query = query.with_for_update(skip_locked=True)
-        rows = (await session.exec(query)).all()  # type: ignore[call-overload]
-        return [PendingEvent(*row) for row in rows]
+        connection = await session.connection()
+        rows = (await connection.execute(query)).all()
+        return [
+            PendingEvent(
+                seq=int(seq or 0), event_id=event_id, subject=subject, headers=headers, body=body
+            )
+            for seq, event_id, subject, headers, body in rows
+        ]
 
     async def _publish(self, pending: Sequence[PendingEvent]) -> None:
         futures = [

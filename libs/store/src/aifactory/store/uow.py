@@ -15,9 +15,9 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import msgspec
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from aifactory.contracts.base import Contract
@@ -97,11 +97,11 @@ class UnitOfWork:
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start : start + _IN_CHUNK]
             rows = await self.session.exec(
-                select(InboxRecord.event_id).where(  # type: ignore[call-overload]
+                select(col(InboxRecord.event_id)).where(
                     col(InboxRecord.consumer) == consumer, col(InboxRecord.event_id).in_(chunk)
                 )
             )
-            found.update(rows.scalars().all())
+            found.update(rows.all())
         return found
 
     def mark_processed(self, consumer: str, event_id: str, at: dt.datetime | None = None) -> None:

@@ -11,7 +11,6 @@ import os
 import socket
 from urllib.parse import urlparse
 
-
 _PING = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"
 
 

@@ -1,0 +1,125 @@
+"""Child processes of ``aifactory up``: start, stream their output, stop them.
+
+Each service runs as its own OS process in its own session, so a Ctrl-C at the
+terminal reaches only ``aifactory up``, which then stops the children in order:
+SIGTERM to all, a grace period, then SIGKILL for any still running. Every line a
+child writes (stdout and stderr, merged) is printed with a coloured ``[name]``
+prefix as it arrives; a child that exits on its own is reported with its code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from rich.console import Console
+from rich.text import Text
+
+PREFIX_STYLES = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan")
+LINE_LIMIT = 1024 * 1024
+"""Longest output line kept from a child; longer ones are reported as truncated."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChildCommand:
+    """How to run one child: its display name, argv and full environment."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Child:
+    command: ChildCommand
+    process: asyncio.subprocess.Process
+    style: str
+    pump: asyncio.Task[None] | None = None
+
+
+class Supervisor:
+    """Runs children and stops them all on exit; use as ``async with``."""
+
+    def __init__(self, console: Console, *, stop_timeout: float = 10.0) -> None:
+        self._console = console
+        self._stop_timeout = stop_timeout
+        self._children: list[_Child] = []
+        self._styles = itertools.cycle(PREFIX_STYLES)
+        self._stopping = False
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the children started so far."""
+        return [child.process.pid for child in self._children]
+
+    async def start(self, command: ChildCommand) -> None:
+        """Start ``command`` and stream its output with a ``[name]`` prefix."""
+        process = await asyncio.create_subprocess_exec(
+            *command.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=dict(command.env),
+            start_new_session=True,
+            limit=LINE_LIMIT,
+        )
+        child = _Child(command, process, next(self._styles))
+        child.pump = asyncio.create_task(self._pump(child), name=f"pump-{command.name}")
+        self._children.append(child)
+
+    def _say(self, child: _Child, line: str) -> None:
+        self._console.print(Text.assemble((f"[{child.command.name}] ", child.style), line))
+
+    async def _pump(self, child: _Child) -> None:
+        stream = child.process.stdout
+        assert stream is not None
+        while True:
+            try:
+                raw = await stream.readline()
+            except ValueError:
+                self._say(child, f"(a line longer than {LINE_LIMIT} bytes was dropped)")
+                continue
+            if not raw:
+                break
+            self._say(child, raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+        code = await child.process.wait()
+        if not self._stopping:
+            self._say(child, f"exited with code {code}")
+
+    async def stop(self) -> None:
+        """SIGTERM every running child, wait ``stop_timeout``, then SIGKILL the rest."""
+        self._stopping = True
+        running = [c for c in self._children if c.process.returncode is None]
+        for child in running:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.terminate()
+        waits = [asyncio.create_task(c.process.wait()) for c in running]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=self._stop_timeout)
+            for child in running:
+                if child.process.returncode is None:
+                    self._say(child, f"did not stop within {self._stop_timeout:g}s; killing it")
+                    with contextlib.suppress(ProcessLookupError):
+                        child.process.kill()
+            if late:
+                await asyncio.wait(late)
+        pumps = [c.pump for c in self._children if c.pump is not None]
+        if pumps:
+            await asyncio.wait(pumps)
+        for child in running:
+            self._say(child, f"stopped (exit code {child.process.returncode})")
+
+    async def __aenter__(self) -> Supervisor:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
