@@ -22,9 +22,13 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def _generated_tree(root: Path) -> dict[str, bytes]:
-    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in (root / SCHEMAS_DIR).rglob("*")}
+    files = {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in (root / SCHEMAS_DIR).rglob("*")
+        if p.is_file()
+    }
     files[ASYNCAPI_PATH.as_posix()] = (root / ASYNCAPI_PATH).read_bytes()
-    return {path: data for path, data in files.items() if not (root / path).is_dir()}
+    return files
 
 
 def test_regenerating_the_documents_changes_nothing(tmp_path: Path) -> None:

@@ -195,7 +195,7 @@ def message(
 
     def register(cls: type[C]) -> type[C]:
         doc = (cls.__doc__ or "").strip().splitlines()
-        (registry or REGISTRY).add(
+        (registry if registry is not None else REGISTRY).add(
             MessageSpec(
                 type=cls,
                 domain=domain,
