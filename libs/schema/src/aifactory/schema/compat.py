@@ -45,6 +45,8 @@ _METADATA_KINDS: dict[str, BreakingKind] = {
 _BOUNDS = (("minimum", "exclusiveMinimum", 1), ("maximum", "exclusiveMaximum", -1))
 _MIN_COUNTS = ("minLength", "minItems", "minProperties")
 _MAX_COUNTS = ("maxLength", "maxItems", "maxProperties")
+_Branch = tuple[str, dict[str, Any]]
+"""A resolved union member and the ``$ref`` it was reached through ("" if inline)."""
 _ANY_TYPE = frozenset({"string", "integer", "number", "boolean", "object", "array", "null"})
 
 
@@ -81,7 +83,7 @@ class Finding:
 def compare(old: dict[str, Any], new: dict[str, Any]) -> list[Breaking]:
     """Every breaking change from ``old`` to ``new``, two JSON Schemas of one message."""
     walker = _Walker(old, new)
-    walker.node(old, new, "$")
+    walker.pair(("#", old), ("#", new), "$")
     old_ext, new_ext = old.get(EXTENSION_KEY), new.get(EXTENSION_KEY)
     if isinstance(old_ext, dict) and isinstance(new_ext, dict):
         walker.metadata(old_ext, new_ext)
@@ -199,32 +201,29 @@ class _Walker:
     # ------------------------------------------------------------ schema nodes
 
     def node(self, old: Any, new: Any, path: str) -> None:
-        """Compare two schema nodes (either may be a ``$ref`` or a nullable union)."""
+        """Compare two schema nodes (either may be a ``$ref``, a union or nullable)."""
         if not isinstance(old, dict) or not isinstance(new, dict):
             return
-        key = (_ref_of(old), _ref_of(new))
-        if key[0] and key[1]:
-            if key in self._seen:
-                return  # a recursive type: this pair is already being compared
-            self._seen.add(key)
         old_alts, old_null = self._branches(old, self.old_doc)
         new_alts, new_null = self._branches(new, self.new_doc)
         if old_null and not new_null:
             self.report("field_retyped", path, "no longer accepts null")
         if len(old_alts) == 1 and len(new_alts) == 1:
-            self.single(old_alts[0], new_alts[0], path)
+            self.pair(old_alts[0], new_alts[0], path)
             return
         for alt in old_alts:
-            match = _match_branch(alt, new_alts)
+            match = _match_branch(alt[1], new_alts)
             if match is None:
                 self.report(
-                    "field_retyped", path, f"union member {_label(alt)} is no longer accepted"
+                    "field_retyped", path, f"union member {_label(alt[1])} is no longer accepted"
                 )
             else:
-                self.single(alt, match, path)
+                self.pair(alt, match, path)
 
-    def _branches(self, node: dict[str, Any], doc: dict[str, Any]) -> tuple[list[Any], bool]:
-        """The non-null alternatives of ``node`` (resolved) and whether it admits null."""
+    def _branches(self, node: dict[str, Any], doc: dict[str, Any]) -> tuple[list[_Branch], bool]:
+        """The non-null alternatives of ``node`` (resolved, with the ``$ref`` each came
+        from) and whether it admits null."""
+        ref = _ref_of(node)
         node = _resolve(node, doc)
         union = node.get("anyOf", node.get("oneOf"))
         if not isinstance(union, list):
@@ -232,9 +231,9 @@ class _Walker:
             if "null" in types and types != _ANY_TYPE:
                 if types == {"null"}:
                     return [], True
-                return [_without_null(node)], True
-            return [node], False
-        alternatives: list[Any] = []
+                return [(ref, _without_null(node))], True
+            return [(ref, node)], False
+        alternatives: list[_Branch] = []
         nullable = False
         for member in union:
             inner, inner_null = self._branches(member, doc)
@@ -242,10 +241,22 @@ class _Walker:
             nullable = nullable or inner_null
         return alternatives, nullable
 
+    def pair(self, old: _Branch, new: _Branch, path: str) -> None:
+        """Compare two resolved branches, once per pair of named types (recursion stops)."""
+        if old[0] and new[0]:
+            key = (old[0], new[0])
+            if key in self._seen:
+                return
+            self._seen.add(key)
+        self.single(old[1], new[1], path)
+
     def single(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
         """Compare two resolved, non-union schema nodes."""
         old_types, new_types = _types(old) - {"null"}, _types(new) - {"null"}
-        if old_types != new_types:
+        lost = old_types - new_types
+        if "number" in new_types:
+            lost -= {"integer"}
+        if lost:
             self.report(
                 "field_retyped",
                 path,
@@ -254,9 +265,9 @@ class _Walker:
             return
         self._values(old, new, path)
         self._bounds(old, new, path)
-        if {"object"} & old_types:
+        if "object" in old_types:
             self._object(old, new, path)
-        if {"array"} & old_types:
+        if "array" in old_types:
             self._array(old, new, path)
 
     def _values(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
@@ -337,6 +348,8 @@ class _Walker:
     def _additional(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
         before = old.get("additionalProperties", True)
         after = new.get("additionalProperties", True)
+        if "propertyNames" in new:
+            self.node(old.get("propertyNames", {}), new["propertyNames"], f"{path}.<keys>")
         if before is False or after is True or after == {}:
             return
         if after is False:
@@ -344,9 +357,7 @@ class _Walker:
         elif before is True or before == {}:
             self.report("constraint_narrowed", path, "additional properties are now constrained")
         else:
-            self.node(before, after, _child(path, "*"))
-        if "propertyNames" in new:
-            self.node(old.get("propertyNames", {}), new["propertyNames"], _child(path, "<key>"))
+            self.node(before, after, f"{path}.*")
 
     def _array(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
         old_prefix: list[Any] = old.get("prefixItems", [])
@@ -409,12 +420,12 @@ def _label(node: dict[str, Any]) -> str:
     return repr(title) if isinstance(title, str) else _describe(_types(node) - {"null"})
 
 
-def _match_branch(old: dict[str, Any], candidates: list[Any]) -> dict[str, Any] | None:
+def _match_branch(old: dict[str, Any], candidates: list[_Branch]) -> _Branch | None:
     """The new union member that corresponds to ``old``: same types and title, else the
     only member with the same types."""
-    same_types = [c for c in candidates if isinstance(c, dict) and _types(c) == _types(old)]
+    same_types = [c for c in candidates if _types(c[1]) == _types(old)]
     for candidate in same_types:
-        if candidate.get("title") == old.get("title"):
+        if candidate[1].get("title") == old.get("title"):
             return candidate
     return same_types[0] if len(same_types) == 1 else None
 
