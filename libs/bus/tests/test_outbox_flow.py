@@ -100,3 +100,15 @@ async def test_republish_since_resends_without_duplicating(bus: Bus, store: Stor
     assert await relay.drain() == 2
     info = await bus.js.stream_info(bus.namespace.stream(WIDGETS.stream))
     assert info.state.messages == 2
+
+
+async def test_collect_events_fixture_sees_relayed_events(
+    bus: Bus, store: Store, collect_events
+) -> None:
+    """The test plugin's event collector receives what the relay publishes, decodable as contracts."""
+    subject = bus.namespace.subject("factory.example.v1.evt.widget_registered.*")
+    async with collect_events(bus.nc, subject) as got:
+        await _emit_widgets(store, 2)
+        await bus.relay(store).drain()
+        await got.wait_for(2)
+    assert [e.data.widget_id for e in got.envelopes()] == ["w0", "w1"]

@@ -188,3 +188,49 @@ async def test_service_metrics_count_consumed_and_published(
 
 async def _render(service: Service) -> str:
     return service.metrics.render()
+
+
+async def test_trace_context_is_bound_in_handler_and_continues_on_emitted_event(
+    service: Service, nats_client: Client
+) -> None:
+    """A command's traceparent is bound into the handler's log context and carried by the event it emits."""
+    import structlog
+
+    seen: dict[str, object] = {}
+    original = register_widget
+
+    async def recording(
+        command: RegisterWidget, uow: UnitOfWork, ctx: RequestContext
+    ) -> WidgetRegistration:
+        seen.update(structlog.contextvars.get_contextvars())
+        return await original(command, uow, ctx)
+
+    # Re-register the command on a fresh service so the recording handler is used.
+    svc = Service("widgets", bus_settings=service.bus_settings, store=service.store)
+    svc.command(RegisterWidget, recording)
+    await svc.start()
+    try:
+        trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+        message = build_message(
+            _cmd("traced"),
+            source="/test",
+            tenant="acme",
+            traceparent=f"00-{trace_id}-00f067aa0ba902b7-01",
+        )
+        subject = svc.bus.namespace.subject(message.subject)
+        # Both services serve the queue group; ask until the recording one answered.
+        await wait_until(
+            lambda: nats_client.request(subject, message.body, timeout=5, headers=message.headers),
+            lambda _reply: "trace_id" in seen,
+            what="the recording handler to run",
+        )
+    finally:
+        await svc.stop()
+    assert seen["trace_id"] == trace_id
+    assert seen["tenant"] == "acme"
+    stream = service.bus.namespace.stream("FACTORY_EXAMPLE")
+    await wait_until(
+        lambda: nats_client.jetstream().stream_info(stream), lambda i: i.state.messages >= 1
+    )
+    raw = await nats_client.jetstream().get_msg(stream, 1)
+    assert parse_headers(raw.headers).trace_id == trace_id

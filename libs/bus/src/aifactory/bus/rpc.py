@@ -30,6 +30,7 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from aifactory.bus.context import traceparent_from
 from aifactory.bus.settings import ROOT_NAMESPACE, Namespace
 from aifactory.contracts.base import Contract
 from aifactory.contracts.cloudevents import (
@@ -39,6 +40,7 @@ from aifactory.contracts.cloudevents import (
     H_TYPE,
     CloudEvent,
     parse_headers,
+    trace_id_of,
 )
 from aifactory.contracts.envelope import DEFAULT_MAX_BODY_BYTES, build_message, encode_body
 from aifactory.contracts.errors import ContractError, InvalidCloudEvent
@@ -131,6 +133,7 @@ async def answer(
         if authorize is not None:
             await authorize(context)
         async with store.unit_of_work() as uow:
+            uow.trace_id = trace_id_of(traceparent_from(headers))
             reply = await handler(command, uow, context)
             emitted = bool(uow.emitted)
     except CommandRejected as exc:

@@ -131,6 +131,9 @@ class Service:
             endpoints.register(command_type, handler)
         if self._commands:
             await self._broker.start()
+            # A round trip guarantees the server has registered our subscriptions
+            # before we report ready (otherwise an early request meets no responders).
+            await self._broker.connection.flush(timeout=5)
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
         for binding in self._bindings:
             consumer = self.bus.consumer(

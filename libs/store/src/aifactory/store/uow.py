@@ -49,6 +49,8 @@ class UnitOfWork:
         self._outbox: list[dict[str, object]] = []
         self._inbox: list[dict[str, object]] = []
         self.emitted: list[OutgoingMessage] = []
+        self.trace_id: str | None = None
+        """The trace that emitted events continue when no ``caused_by`` is given."""
 
     def emit(
         self, event: NewEvent | Contract, *, caused_by: CloudEvent | None = None
@@ -60,7 +62,7 @@ class UnitOfWork:
         """
         new = event if isinstance(event, NewEvent) else NewEvent(event)
         tenant = new.tenant if new.tenant is not None else (caused_by.tenant if caused_by else None)
-        trace = caused_by.trace_id if caused_by else None
+        trace = caused_by.trace_id if caused_by else self.trace_id
         message = build_message(
             new.data,
             source=self.source,

@@ -16,7 +16,8 @@ Fixtures
     or ``DATABASE_URL``, else a testcontainers PostgreSQL, else skipped with the reason
     shown). Each PostgreSQL case gets a fresh database, dropped afterwards.
 ``collect_events``
-    ``async with collect_events(nc, subject) as got: await got.wait_for(3)``.
+    ``async with collect_events(nc, subject) as got: await got.wait_for(3)`` collects
+    what is published on a subject (core subscription) for assertions.
 """
 
 from __future__ import annotations
@@ -34,15 +35,13 @@ from nats.aio.client import Client
 
 from aifactory.bus.embedded import EmbeddedNats
 from aifactory.bus.settings import BusSettings, Namespace
-from aifactory.testing.collector import collect_events
+from aifactory.testing import collector
 from aifactory.testing.databases import (
     postgres_server_url,
     sqlite_url,
     temporary_postgres_database,
 )
 from aifactory.testing.docker import docker_available
-
-__all__ = ["collect_events"]
 
 
 @pytest.fixture(scope="session")
@@ -120,3 +119,9 @@ async def database_url(
         )
     async with temporary_postgres_database(postgres_url) as url:
         yield url
+
+
+@pytest.fixture
+def collect_events() -> object:
+    """The ``collect_events(nc, subject)`` context manager (see ``aifactory.testing.collector``)."""
+    return collector.collect_events
