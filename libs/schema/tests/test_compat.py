@@ -64,12 +64,12 @@ class Widget(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str = ""
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: Part | None = None
 
 
-# ------------------------------------------------------------------ breaking
+# Breaking changes, each against Widget.
 
 
 class FieldRemoved(Contract, frozen=True, kw_only=True):
@@ -77,7 +77,7 @@ class FieldRemoved(Contract, frozen=True, kw_only=True):
     size: Size
     code: Code = "a"
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: Part | None = None
 
@@ -88,7 +88,7 @@ class FieldRenamed(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str = ""
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: Part | None = None
 
@@ -99,7 +99,7 @@ class SizeRetyped(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str = ""
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: Part | None = None
 
@@ -110,7 +110,7 @@ class RequiredFieldAdded(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str = ""
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: Part | None = None
     site: str
@@ -122,7 +122,7 @@ class LabelRequired(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: Part | None = None
 
@@ -133,7 +133,7 @@ class MaxNarrowed(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str = ""
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: Part | None = None
 
@@ -144,7 +144,7 @@ class PatternNarrowed(Contract, frozen=True, kw_only=True):
     code: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{1,8}$")] = "a"
     label: str = ""
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: Part | None = None
 
@@ -155,7 +155,7 @@ class PatternAdded(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str = ""
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: Part | None = None
 
@@ -166,7 +166,7 @@ class MinRaised(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str = ""
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: Part | None = None
 
@@ -177,7 +177,7 @@ class EnumShrunk(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str = ""
     color: Literal["red"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: Part | None = None
 
@@ -188,7 +188,7 @@ class MaxItemsLowered(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str = ""
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=5)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=5)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: Part | None = None
 
@@ -199,7 +199,7 @@ class NullableRemoved(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str = ""
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name = "nobody"
     part: Part | None = None
 
@@ -215,7 +215,7 @@ class NestedRetyped(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str = ""
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: PartV2 | None = None
 
@@ -226,7 +226,7 @@ class FormatChanged(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: Annotated[str, msgspec.Meta(extra_json_schema={"format": "email"})] = ""
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: Part | None = None
 
@@ -332,7 +332,7 @@ def test_union_member_removed_is_breaking() -> None:
     assert kinds_and_paths(compare(old, new)) == {("field_retyped", "$")}
 
 
-# ------------------------------------------------------------------ additive
+# Additive changes, each against Widget.
 
 
 class OptionalFieldAdded(Contract, frozen=True, kw_only=True):
@@ -341,7 +341,7 @@ class OptionalFieldAdded(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str = ""
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: Part | None = None
     site: str = ""
@@ -353,7 +353,7 @@ class MaxWidened(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str = ""
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=100)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=100)] = msgspec.field(default_factory=list)
     owner: Annotated[str, msgspec.Meta(max_length=128)] | None = None
     part: Part | None = None
 
@@ -364,7 +364,7 @@ class EnumGrownAndNullable(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str = ""
     color: Literal["red", "green", "blue"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: Part | None = None
 
@@ -375,7 +375,7 @@ class RequiredMadeOptional(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str = ""
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: Part | None = None
 
@@ -392,7 +392,7 @@ class NestedOptionalAdded(Contract, frozen=True, kw_only=True):
     code: Code = "a"
     label: str = ""
     color: Literal["red", "green"] = "red"
-    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    tags: Annotated[list[str], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     owner: Name | None = None
     part: PartWithNote | None = None
 
@@ -415,15 +415,38 @@ def test_additive_change_passes(new: type[Contract]) -> None:
 
 class Tree(Contract, frozen=True, kw_only=True):
     label: str
-    children: list[Tree] = []
+    children: list[Tree] = msgspec.field(default_factory=list)
+    parent: Branch | None = None
+
+
+class Branch(Contract, frozen=True, kw_only=True):
+    tree: Tree
+    next: Branch | None = None
+
+
+class TreeWithoutLabel(Contract, frozen=True, kw_only=True):
+    children: list[TreeWithoutLabel] = msgspec.field(default_factory=list)
+    parent: Branch2 | None = None
+
+
+class Branch2(Contract, frozen=True, kw_only=True):
+    tree: TreeWithoutLabel
+    next: Branch2 | None = None
 
 
 def test_recursive_types_are_compared_without_looping() -> None:
-    """A self-referencing Struct compares with itself as compatible, and terminates."""
+    """Self- and mutually-recursive Structs compare as compatible with themselves, and terminate."""
     assert compare(schema(Tree), schema(Tree)) == []
 
 
-# ------------------------------------------------------------------ registry level
+def test_recursive_type_reports_a_break_once() -> None:
+    """A field removed from a recursive Struct is reported once, at the top-level path."""
+    found = compare(schema(Tree), schema(TreeWithoutLabel))
+    assert kinds_and_paths(found) == {("field_removed", "$.label")}
+    assert len(found) == 1
+
+
+# The gate over a whole registry and the checked-in files.
 
 gate_v1 = Registry()
 gate_both = Registry()

@@ -16,7 +16,13 @@ The registry refuses a contract that is not frozen and keyword-only.
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Annotated
+
 import msgspec
+
+Timestamp = Annotated[dt.datetime, msgspec.Meta(tz=True)]
+"""A timezone-aware instant (JSON Schema ``format: date-time``); use it for every time field."""
 
 
 class Contract(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

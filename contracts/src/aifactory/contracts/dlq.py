@@ -11,9 +11,8 @@ the record itself always fits in a NATS message.
 
 from __future__ import annotations
 
-import datetime as dt
 
-from aifactory.contracts.base import Contract
+from aifactory.contracts.base import Contract, Timestamp
 from aifactory.contracts.registry import message
 
 MAX_KEPT_BODY_BYTES = 256 * 1024
@@ -33,7 +32,7 @@ class DeadLetter(Contract, frozen=True, kw_only=True):
     error_class: str
     error_message: str
     delivery_count: int
-    dead_lettered_at: dt.datetime
+    dead_lettered_at: Timestamp
     original_body_size: int = 0
     original_body_truncated: bool = False
     stream_sequence: int | None = None

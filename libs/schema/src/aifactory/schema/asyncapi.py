@@ -30,6 +30,7 @@ API_VERSION = "0.1.0"
 
 SERVER_HOST = "localhost:4222"
 HEADERS_SCHEMA = "CloudEventHeaders"
+REPLY_HEADERS_SCHEMA = "ReplyHeaders"
 ERROR_MESSAGE = "error.v1"
 SCHEMAS_REF = "#/components/schemas/"
 MESSAGES_REF = "#/components/messages/"
@@ -113,7 +114,11 @@ def asyncapi_document(registry: Registry) -> dict[str, Any]:
                 for scope, text in _SCOPE_PARAMETERS.items()
             },
             "messages": messages,
-            "schemas": {HEADERS_SCHEMA: _headers_schema(), **schemas},
+            "schemas": {
+                HEADERS_SCHEMA: _headers_schema(),
+                REPLY_HEADERS_SCHEMA: _reply_headers_schema(),
+                **schemas,
+            },
         },
     }
 
@@ -139,8 +144,9 @@ def _payload_schemas(specs: list[MessageSpec]) -> tuple[dict[str, Any], dict[typ
     if not types:
         return {}, {}
     roots, components = msgspec.json.schema_components(types, ref_template=SCHEMAS_REF + "{name}")
-    if HEADERS_SCHEMA in components:
-        raise ValueError(f"a contract may not be called {HEADERS_SCHEMA}: the name is reserved")
+    for reserved in (HEADERS_SCHEMA, REPLY_HEADERS_SCHEMA):
+        if reserved in components:
+            raise ValueError(f"a contract may not be called {reserved}: the name is reserved")
     names = {
         cls: str(root["$ref"]).removeprefix(SCHEMAS_REF)
         for cls, root in zip(types, roots, strict=True)
@@ -156,6 +162,8 @@ def _message(
     *,
     spec: MessageSpec | None = None,
 ) -> dict[str, Any]:
+    """A message object; without ``spec`` it is a reply, whose headers are ``ReplyHeaders``."""
+    headers = HEADERS_SCHEMA if spec is not None else REPLY_HEADERS_SCHEMA
     pinned: dict[str, Any] = {ce.H_TYPE: {"const": ce_type}}
     if spec is not None:
         pinned[ce.H_DATASCHEMA] = {"const": spec.schema_id}
@@ -166,7 +174,7 @@ def _message(
         "contentType": ce.CONTENT_TYPE,
         "headers": {
             "allOf": [
-                {"$ref": SCHEMAS_REF + HEADERS_SCHEMA},
+                {"$ref": SCHEMAS_REF + headers},
                 {"type": "object", "properties": pinned},
             ]
         },
@@ -245,5 +253,27 @@ def _headers_schema() -> dict[str, Any]:
             ce.H_W3C_TRACEPARENT: text("The same traceparent, for W3C propagators."),
             ce.H_CONTENT_TYPE: text("Payload media type.", const=ce.CONTENT_TYPE),
             ce.H_NATS_MSG_ID: text("Equal to ce-id: JetStream drops a re-publication."),
+        },
+    }
+
+
+def _reply_headers_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": (
+            "Headers of a reply to a command or query: ce-type says whether the body is the "
+            "typed reply or an ErrorReply."
+        ),
+        "required": [ce.H_TYPE],
+        "properties": {
+            ce.H_TYPE: {
+                "type": "string",
+                "description": f"<request ce-type>.reply, or {ERROR_REPLY_TYPE} for ErrorReply.",
+            },
+            ce.H_CONTENT_TYPE: {
+                "type": "string",
+                "description": "Payload media type.",
+                "const": ce.CONTENT_TYPE,
+            },
         },
     }

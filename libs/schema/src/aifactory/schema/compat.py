@@ -289,10 +289,12 @@ class _Walker:
             self.report("field_retyped", path, f"now restricted to the value {new['const']!r}")
         for keyword in ("format", "contentEncoding", "contentMediaType"):
             if keyword in new and old.get(keyword) != new[keyword]:
-                before = repr(old[keyword]) if keyword in old else "none"
-                self.report(
-                    "field_retyped", path, f"{keyword} changed from {before} to {new[keyword]!r}"
+                change = (
+                    f"changed from {old[keyword]!r} to {new[keyword]!r}"
+                    if keyword in old
+                    else f"{new[keyword]!r} added"
                 )
+                self.report("field_retyped", path, f"{keyword} {change}")
 
     def _bounds(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
         for inclusive, exclusive, sign in _BOUNDS:
@@ -320,8 +322,12 @@ class _Walker:
             self.report("constraint_narrowed", path, "items must now be unique")
 
     def _raised(self, path: str, keyword: str, before: Any, after: Any, verb: str) -> None:
-        shown = "none" if before is None else repr(before)
-        self.report("constraint_narrowed", path, f"{keyword} {verb} from {shown} to {after!r}")
+        if before is None:
+            self.report("constraint_narrowed", path, f"{keyword} {after!r} added")
+        else:
+            self.report(
+                "constraint_narrowed", path, f"{keyword} {verb} from {before!r} to {after!r}"
+            )
 
     def _object(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
         old_props: dict[str, Any] = old.get("properties", {})

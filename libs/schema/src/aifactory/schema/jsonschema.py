@@ -53,9 +53,9 @@ def message_schema(spec: MessageSpec) -> dict[str, Any]:
         "subject": spec.subject_pattern,
     }
     if spec.reply is not None:
-        extension["reply"] = {"$ref": DEFS_PREFIX + names[1]}
+        extension["reply"] = _retarget({"$ref": DEFS_PREFIX + names[1]}, root_ref)
         extension["reply_ce_type"] = spec.reply_ce_type
-        extension["error_reply"] = {"$ref": DEFS_PREFIX + names[2]}
+        extension["error_reply"] = _retarget({"$ref": DEFS_PREFIX + names[2]}, root_ref)
         extension["error_reply_ce_type"] = ERROR_REPLY_TYPE
     document[EXTENSION_KEY] = extension
     if components:
