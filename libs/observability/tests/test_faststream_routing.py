@@ -23,7 +23,7 @@ async def test_broker_access_log_is_routed_through_configured_handler(
     handled = asyncio.Event()
     broker = faststream_nats.NatsBroker(nats_url)
 
-    @broker.subscriber(subject)
+    @broker.subscriber(subject)  # type: ignore[untyped-decorator]
     async def on_message(body: str) -> None:
         handled.set()
 

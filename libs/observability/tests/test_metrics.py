@@ -26,12 +26,18 @@ def test_render_contains_counters_after_increments() -> None:
     metrics.dead_lettered("scheduling-jobs", "undecodable").inc(2)
     metrics.handler_seconds("place_job").observe(0.003)
     text = metrics.render()
-    assert 'aifactory_messages_consumed_total{consumer="scheduling-jobs",service="scheduling"} 3.0' in text
+    assert (
+        'aifactory_messages_consumed_total{consumer="scheduling-jobs",service="scheduling"} 3.0'
+        in text
+    )
     assert (
         'aifactory_messages_published_total{service="scheduling",'
         'subject="factory.scheduling.v1.evt.job_placed.{tenant}"} 1.0'
     ) in text
-    assert 'aifactory_messages_redelivered_total{consumer="scheduling-jobs",service="scheduling"} 1.0' in text
+    assert (
+        'aifactory_messages_redelivered_total{consumer="scheduling-jobs",service="scheduling"} 1.0'
+        in text
+    )
     assert (
         'aifactory_messages_dead_lettered_total{consumer="scheduling-jobs",reason="undecodable",'
         'service="scheduling"} 2.0'
@@ -45,7 +51,10 @@ def test_label_children_are_reused() -> None:
     assert metrics.consumed("usage") is metrics.consumed("usage")
     metrics.consumed("usage").inc()
     metrics.consumed("usage").inc()
-    assert 'aifactory_messages_consumed_total{consumer="usage",service="billing"} 2.0' in metrics.render()
+    assert (
+        'aifactory_messages_consumed_total{consumer="usage",service="billing"} 2.0'
+        in metrics.render()
+    )
 
 
 def test_each_object_has_its_own_registry() -> None:
@@ -61,7 +70,9 @@ def test_handler_timer_records_an_observation() -> None:
     metrics = ServiceMetrics("health", process_metrics=False)
     with metrics.handler_seconds("judge").time():
         pass
-    assert 'aifactory_handler_seconds_count{handler="judge",service="health"} 1.0' in metrics.render()
+    assert (
+        'aifactory_handler_seconds_count{handler="judge",service="health"} 1.0' in metrics.render()
+    )
 
 
 def test_http_endpoint_serves_metrics_on_free_port() -> None:
@@ -72,14 +83,17 @@ def test_http_endpoint_serves_metrics_on_free_port() -> None:
     server = start_metrics_server(metrics, port, host="127.0.0.1")
     assert server is not None
     try:
-        with urllib.request.urlopen(server.url, timeout=5) as response:  # noqa: S310 - loopback test server
+        with urllib.request.urlopen(server.url, timeout=5) as response:
             body = response.read().decode()
         assert response.status == 200
-        assert 'aifactory_messages_consumed_total{consumer="inventory-health",service="inventory"} 7.0' in body
+        assert (
+            'aifactory_messages_consumed_total{consumer="inventory-health",service="inventory"} 7.0'
+            in body
+        )
     finally:
         server.stop()
     with pytest.raises(urllib.error.URLError):
-        urllib.request.urlopen(server.url, timeout=2)  # noqa: S310 - loopback test server
+        urllib.request.urlopen(server.url, timeout=2)
 
 
 def test_port_zero_disables_the_endpoint() -> None:

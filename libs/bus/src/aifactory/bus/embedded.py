@@ -48,15 +48,18 @@ def free_port() -> int:
 
 
 def nats_answers(url: str, timeout: float = 1.0) -> bool:
-    """Whether something accepts TCP connections at a ``nats://host:port`` URL."""
-    parsed = urlparse(url.split(",", maxsplit=1)[0])
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            return sock.recv(4).startswith(b"INFO")
-    except OSError:
-        return False
+    """Whether a NATS server answers at a ``nats://host:port`` URL (any of a comma list)."""
+    for server in url.split(","):
+        parsed = urlparse(server.strip())
+        host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as sock:
+                sock.settimeout(timeout)
+                if sock.recv(4).startswith(b"INFO"):
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 @dataclass
@@ -97,14 +100,19 @@ class EmbeddedNats:
     def start(self, timeout: float = 15.0) -> None:
         """Start the server and wait until JetStream is ready."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        # Its own session: a Ctrl-C at the terminal reaches the supervisor, which stops
+        # the services first and the server last, not the server at the same moment.
         self.process = subprocess.Popen(
-            self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )
         deadline = time.monotonic() + timeout
         health = f"{self.monitor_url}/healthz?js-enabled-only=true"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
+                if not err.strip() and self.log_file is not None and self.log_file.exists():
+                    err = "\n".join(self.log_file.read_text().splitlines()[-5:])
+                self._close_pipe()
                 raise EmbeddedNatsError(f"nats-server exited with {self.process.returncode}: {err}")
             try:
                 with urllib.request.urlopen(health, timeout=1) as resp:  # noqa: S310 - our own loopback server
@@ -122,15 +130,19 @@ class EmbeddedNats:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``)."""
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=timeout)
-        if self.process.stderr:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self.process is not None and self.process.stderr is not None:
             self.process.stderr.close()
 
     def __enter__(self) -> EmbeddedNats:

@@ -37,7 +37,7 @@ def _bind_host(host: str) -> str:
 
 def embedded_server_for(url: str, var_dir: Path) -> EmbeddedNats:
     """The embedded server that would serve ``url`` (not started)."""
-    first = url.split(",")[0].strip()
+    first = url.split(",", maxsplit=1)[0].strip()
     parsed = urlparse(first)
     host = parsed.hostname or "127.0.0.1"
     if parsed.scheme not in ("nats", ""):

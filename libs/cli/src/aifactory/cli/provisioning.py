@@ -30,7 +30,9 @@ class ProvisionSummary:
 
     def describe(self) -> str:
         """A one-line progress message, e.g. ``2 created, 0 updated (A, B)``."""
-        return f"{len(self.created)} created, {len(self.updated)} updated ({', '.join(self.streams)})"
+        return (
+            f"{len(self.created)} created, {len(self.updated)} updated ({', '.join(self.streams)})"
+        )
 
 
 async def provision_factory(settings: BusSettings) -> ProvisionSummary:

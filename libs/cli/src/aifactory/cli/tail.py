@@ -26,10 +26,11 @@ import typer
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from rich.console import Console
 
-from aifactory.bus.settings import BusSettings
+from aifactory.bus.settings import BusSettings, Namespace
 from aifactory.cli.connection import connect
 from aifactory.cli.console import (
     USAGE_EXIT_CODE,
@@ -43,6 +44,7 @@ from aifactory.cli.event_lines import TailedEvent, type_matches
 from aifactory.cli.settings import resolve_settings
 from aifactory.cli.subjects import stream_filters
 from aifactory.contracts.catalog import load_all
+from aifactory.contracts.registry import Registry
 
 DEFAULT_FILTER = "factory.>"
 
@@ -141,8 +143,11 @@ async def _tail(settings: BusSettings, options: TailOptions, console: Console) -
     notices = stderr_console()
     wire_filter = namespace.subject(options.subject_filter)
 
+    closing = asyncio.Event()
+
     async def disconnected() -> None:
-        notices.print("tail: disconnected from NATS; reconnecting", style="yellow")
+        if not closing.is_set():
+            notices.print("tail: disconnected from NATS; reconnecting", style="yellow")
 
     async def reconnected() -> None:
         notices.print("tail: reconnected", style="yellow")
@@ -168,18 +173,148 @@ async def _tail(settings: BusSettings, options: TailOptions, console: Console) -
                 f"matches {names}; narrow FILTER to one of them (e.g. factory.<domain>.>)",
                 USAGE_EXIT_CODE,
             )
-        await _consume(nc, selections, options, _Printer(options, console), namespace, registry)
+        await _consume(
+            nc,
+            selections=selections,
+            options=options,
+            printer=_Printer(options, console),
+            namespace=namespace,
+            registry=registry,
+        )
+    except NatsError as error:
+        raise CliError(
+            f"JetStream request to {settings.nats_url} failed: {error or type(error).__name__}; "
+            "is JetStream enabled on that server?",
+            USAGE_EXIT_CODE,
+        ) from None
     finally:
+        closing.set()
         with contextlib.suppress(NatsError, OSError, TimeoutError):
             await nc.close()
 
 
+def _num_pending(msg: Msg) -> int | None:
+    try:
+        return msg.metadata.num_pending
+    except (NatsError, ValueError, IndexError):
+        return None
+
+
 async def _consume(
     nc: Client,
+    *,
     selections: list[StreamSelection],
     options: TailOptions,
     printer: _Printer,
-    namespace: object,
-    registry: object,
+    namespace: Namespace,
+    registry: Registry,
 ) -> None:
-    raise NotImplementedError
+    js = nc.jetstream()
+    arrivals: asyncio.Queue[tuple[str, Msg]] = asyncio.Queue()
+    progress = _Progress(pending={s.stream for s in selections})
+    subscriptions: list[tuple[str, JetStreamContext.PushSubscription]] = []
+    for selection in selections:
+
+        async def on_message(msg: Msg, stream: str = selection.stream) -> None:
+            arrivals.put_nowait((stream, msg))
+
+        config = options.consumer_config()
+        if len(selection.filters) > 1:
+            config.filter_subjects = list(selection.filters)
+        subscription = await js.subscribe(
+            selection.filters[0],
+            stream=selection.stream,
+            cb=on_message,
+            ordered_consumer=True,
+            config=config,
+        )
+        subscriptions.append((selection.stream, subscription))
+    if options.follow:
+        streams = ", ".join(s.stream for s in selections)
+        stderr_console().print(f"tail: following {streams}; Ctrl-C to stop", style="dim")
+    if not options.follow:
+        for stream, subscription in subscriptions:
+            info = await subscription.consumer_info()
+            delivered = info.delivered.consumer_seq if info.delivered else 0
+            if not info.num_pending and not delivered:
+                progress.pending.discard(stream)
+    try:
+        while options.follow or not progress.caught_up:
+            stream, msg = await arrivals.get()
+            printer.show(
+                TailedEvent.from_msg(msg, stream=stream, namespace=namespace, registry=registry)
+            )
+            if printer.closed:
+                return
+            if _num_pending(msg) == 0:
+                progress.pending.discard(stream)
+    finally:
+        for _, subscription in subscriptions:
+            with contextlib.suppress(NatsError, OSError, TimeoutError):
+                await subscription.unsubscribe()
+
+
+def tail(
+    subject_filter: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILTER",
+            help="Subject pattern inside the factory namespace, NATS wildcards allowed.",
+        ),
+    ] = DEFAULT_FILTER,
+    *,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help="Replay from this long ago (30s, 10m, 2h, 1d) or an RFC 3339 time."
+        ),
+    ] = None,
+    from_seq: Annotated[
+        int | None,
+        typer.Option(
+            "--from-seq",
+            min=1,
+            help="Replay from this stream sequence (FILTER must hit one stream).",
+        ),
+    ] = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Only this tenant (ce-tenant).")
+    ] = None,
+    ce_type: Annotated[
+        str | None,
+        typer.Option(
+            "--type", help="Only this CloudEvents type, full or a suffix (widget_registered)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event.")] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow/--no-follow", help="Keep waiting for new events, or stop once caught up."
+        ),
+    ] = True,
+    nats_url: Annotated[
+        str | None,
+        typer.Option("--nats-url", help="NATS URL (default: AIFACTORY_NATS_URL, NATS_URL)."),
+    ] = None,
+) -> None:
+    """Show factory events as they happen, or replay them."""
+    with exit_on_error("tail"):
+        if since is not None and from_seq is not None:
+            raise CliError("--since and --from-seq are alternatives; give one", USAGE_EXIT_CODE)
+        try:
+            start = parse_since(since, dt.datetime.now(dt.UTC)) if since is not None else None
+        except InvalidSince as error:
+            raise CliError(str(error), USAGE_EXIT_CODE) from None
+        options = TailOptions(
+            subject_filter=subject_filter,
+            since=start,
+            from_seq=from_seq,
+            tenant=tenant,
+            ce_type=ce_type,
+            as_json=as_json,
+            follow=follow,
+        )
+        settings = resolve_settings(nats_url)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_tail(settings, options, stdout_console()))

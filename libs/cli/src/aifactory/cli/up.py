@@ -10,6 +10,8 @@ the services (SIGTERM, grace period, SIGKILL) and the embedded server, and exits
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 from pathlib import Path
 from types import FrameType
@@ -34,13 +36,64 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+async def _watch_server(server: EmbeddedNats, stop: asyncio.Event) -> int | None:
+    """Stop ``up`` if the embedded nats-server dies under it (Linux: via a pidfd)."""
+    process = server.process
+    if process is None or not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except OSError:
+        return None
+    exited = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(pidfd, exited.set)
+    try:
+        await exited.wait()
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    stop.set()
+    return process.wait()
+
+
 async def _serve(
-    settings: BusSettings, var_dir: Path, start_services: bool, out: Console
+    settings: BusSettings,
+    var_dir: Path,
+    *,
+    start_services: bool,
+    embedded: EmbeddedNats | None,
+    out: Console,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    watcher = None
+    if embedded is not None:
+        watcher = asyncio.create_task(_watch_server(embedded, stop))
+    try:
+        await _run_services(settings, var_dir, start_services=start_services, stop=stop, out=out)
+    finally:
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+    code = watcher.result() if watcher is not None and not watcher.cancelled() else None
+    if code is not None and embedded is not None:
+        raise CliError(
+            f"the embedded nats-server exited unexpectedly (code {code}); see {embedded.log_file}"
+        )
+
+
+async def _run_services(
+    settings: BusSettings,
+    var_dir: Path,
+    *,
+    start_services: bool,
+    stop: asyncio.Event,
+    out: Console,
+) -> None:
     summary = await provision_factory(settings)
     out.print(f"streams: {summary.describe()}")
     names = installed_services()
@@ -81,7 +134,9 @@ def run_up(
                 f"nats: started embedded nats-server on {embedded.url} (store {embedded.store_dir})"
             )
             out.print(f"nats: monitoring at {embedded.monitor_url}, log {embedded.log_file}")
-        asyncio.run(_serve(settings, var_dir, start_services, out))
+        asyncio.run(
+            _serve(settings, var_dir, start_services=start_services, embedded=embedded, out=out)
+        )
     except KeyboardInterrupt:
         out.print("stopping (interrupted)")
     finally:
