@@ -27,6 +27,10 @@ def _imports(path: Path) -> Iterator[str]:
             yield node.module
 
 
+def _is_package(module: str, service: str) -> bool:
+    return module == f"aifactory.{service}" or module.startswith(f"aifactory.{service}.")
+
+
 def _sources(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*.py") if "tests" not in p.parts)
 
@@ -53,9 +57,11 @@ def test_services_never_import_each_other() -> None:
     for service in SERVICES:
         others = [s for s in SERVICES if s != service]
         for path in _sources(ROOT / "services" / service):
-            for name in _imports(path):
-                if any(name == f"aifactory.{o}" or name.startswith(f"aifactory.{o}.") for o in others):
-                    offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+            offenders.extend(
+                f"{path.relative_to(ROOT)} imports {name}"
+                for name in _imports(path)
+                if any(_is_package(name, other) for other in others)
+            )
     assert offenders == []
 
 
@@ -63,9 +69,11 @@ def test_libraries_never_import_services() -> None:
     """No library module imports a service package (libs never depend on apps)."""
     offenders = []
     for path in _sources(ROOT / "libs"):
-        for name in _imports(path):
-            if any(name == f"aifactory.{s}" or name.startswith(f"aifactory.{s}.") for s in SERVICES):
-                offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+        offenders.extend(
+            f"{path.relative_to(ROOT)} imports {name}"
+            for name in _imports(path)
+            if any(_is_package(name, service) for service in SERVICES)
+        )
     assert offenders == []
 
 

@@ -11,7 +11,6 @@ the record itself always fits in a NATS message.
 
 from __future__ import annotations
 
-
 from aifactory.contracts.base import Contract, Timestamp
 from aifactory.contracts.registry import message
 
