@@ -31,7 +31,8 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 
 from aifactory.bus.settings import ROOT_NAMESPACE, BusSettings, Namespace
-from aifactory.contracts.registry import REGISTRY, Registry
+from aifactory.contracts.catalog import load_all
+from aifactory.contracts.registry import Registry
 
 log = structlog.get_logger(__name__)
 
@@ -123,8 +124,15 @@ def _subject_matches(pattern: str, subject: str) -> bool:
     return len(p_tokens) == len(s_tokens)
 
 
-def factory_streams(settings: BusSettings, registry: Registry = REGISTRY) -> tuple[StreamSpec, ...]:
-    """One stream per domain with events or audit records, plus the dead-letter stream."""
+def factory_streams(
+    settings: BusSettings, registry: Registry | None = None
+) -> tuple[StreamSpec, ...]:
+    """One stream per domain with events or audit records, plus the dead-letter stream.
+
+    Without an explicit registry every contract module is loaded first, so any service
+    provisions every domain's stream, not only the ones it happens to import.
+    """
+    registry = load_all() if registry is None else registry
     domains: dict[str, set[str]] = {}
     for spec in registry:
         if spec.kind in STREAM_KINDS and spec.subject_override is None:
@@ -154,7 +162,7 @@ def factory_streams(settings: BusSettings, registry: Registry = REGISTRY) -> tup
 
 
 def factory_topology(
-    settings: BusSettings, consumers: Iterable[ConsumerSpec] = (), registry: Registry = REGISTRY
+    settings: BusSettings, consumers: Iterable[ConsumerSpec] = (), registry: Registry | None = None
 ) -> Topology:
     """The factory's streams (from the registry) plus the given consumers."""
     return Topology(factory_streams(settings, registry), tuple(consumers))

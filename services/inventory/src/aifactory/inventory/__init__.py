@@ -1,0 +1,1 @@
+"""aifactory inventory service (see services/inventory/README.md)."""

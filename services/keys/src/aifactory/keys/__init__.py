@@ -1,0 +1,1 @@
+"""aifactory keys service (see services/keys/README.md)."""
