@@ -137,6 +137,8 @@ async def test_up_runs_installed_services_with_prefixed_output_and_stops_them(
     """An importable aifactory.<service> runs as a child with the NATS URL, its lines prefixed, and stops on SIGINT."""
     fake = tmp_path / "fake" / "aifactory" / "inventory"
     fake.mkdir(parents=True)
+    # A regular package earlier on sys.path shadows the real aifactory.inventory.
+    (fake / "__init__.py").write_text("")
     (fake / "__main__.py").write_text(
         textwrap.dedent(
             """
