@@ -8,9 +8,10 @@ of FastStream's access log (two INFO lines per message, ~30% of throughput), and
 log context of every handled message and puts the current traceparent on everything
 published while handling it (a new trace when the incoming message had none).
 
-FastStream carries commands and queries (core request/reply, queue groups). Events
-on JetStream go through ``EventConsumer`` (a thin nats-py batch loop), the measured
-fast path; see docs/bus-kit.md. AsyncAPI is generated from the contracts registry by
+Use it for ordinary FastStream subscribers. The kit's hot paths do not go through
+FastStream: events on JetStream use ``EventConsumer`` (a thin nats-py batch loop) and
+commands use ``CommandEndpoints`` (a thin nats-py responder), the measured fast paths;
+see docs/bus-kit.md. AsyncAPI is generated from the contracts registry by
 ``aifactory contracts export``, never from FastStream's pydantic path, which crashes
 on Structs (ag2ai/faststream#2101).
 """

@@ -1,7 +1,7 @@
 """Commands and queries: request/reply with a typed reply or a typed error, always.
 
-Server side, ``CommandEndpoints`` registers one FastStream subscriber per command
-(core NATS, queue group = service name). Each request is decoded into its contract;
+Server side, ``CommandEndpoints`` subscribes once per command (core NATS, queue
+group = service name) and answers requests concurrently. Each request is decoded into its contract;
 the handler runs inside a unit of work (state and emitted events commit together) and
 returns the typed reply. Whatever goes wrong, the caller gets an ``ErrorReply``:
 an undecodable or invalid body or a wrong ``ce-type`` -> ``invalid_request`` /
@@ -17,6 +17,8 @@ service answers (no responders or timeout).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -24,13 +26,13 @@ from typing import Any, TypeVar
 
 import msgspec
 import structlog
-from faststream import Response
-from faststream.nats import NatsBroker, NatsMessage
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from aifactory.bus.context import traceparent_from
+from aifactory.bus.context import headers_context, traceparent_from
 from aifactory.bus.settings import ROOT_NAMESPACE, Namespace
 from aifactory.contracts.base import Contract
 from aifactory.contracts.cloudevents import (
@@ -150,17 +152,20 @@ async def answer(
     return _reply(reply, spec.reply_ce_type)
 
 
-async def _raw_body(msg: NatsMessage) -> bytes:
-    """FastStream decoder that leaves the body undecoded (we decode with the contract)."""
-    return bytes(msg.body)
-
-
 class CommandEndpoints:
-    """Registers command/query handlers of one service on a FastStream broker."""
+    """Serves the command/query handlers of one service on core NATS.
+
+    One queue subscription per command (queue group = service name, so replicas
+    share the load). Each request is answered in its own task, up to
+    ``max_in_flight`` at once; beyond that the subscription waits, which pushes back
+    on callers instead of queueing without bound. This is a thin nats-py responder:
+    measured on this project's machines it answers several times more requests per
+    second than a FastStream subscriber doing the same work (bench/README.md).
+    """
 
     def __init__(
         self,
-        broker: NatsBroker,
+        nc: Client,
         store: Store,
         *,
         service: str,
@@ -168,8 +173,9 @@ class CommandEndpoints:
         authorize: Authorize | None = None,
         on_commit: Callable[[], None] | None = None,
         observe: Callable[[str, float, bool], None] | None = None,
+        max_in_flight: int = 256,
     ) -> None:
-        self.broker = broker
+        self.nc = nc
         self.store = store
         self.service = service
         self.namespace = namespace
@@ -177,37 +183,66 @@ class CommandEndpoints:
         self.on_commit = on_commit
         self.observe = observe
         self.subjects: list[str] = []
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._subscriptions: list[Subscription] = []
 
-    def register(
+    async def register(
         self,
         command_type: type[C],
         handler: Callable[[C, UnitOfWork, RequestContext], Awaitable[Contract]],
     ) -> None:
-        """Serve ``command_type`` with ``handler`` (queue group = service name)."""
+        """Serve ``command_type`` with ``handler`` from now on."""
         spec = spec_of(command_type)
         if spec.kind not in ("cmd", "qry"):
             raise ValueError(f"{spec.ce_type} is a {spec.kind}, not a command or query")
         subject = self.namespace.subject(spec.subject_filter)
 
-        async def endpoint(body: bytes, msg: NatsMessage) -> Response:
-            started = time.perf_counter()
+        async def on_request(msg: Msg) -> None:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._serve(spec, handler, msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+
+        self._subscriptions.append(
+            await self.nc.subscribe(subject, queue=self.service, cb=on_request)
+        )
+        self.subjects.append(subject)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _serve(self, spec: MessageSpec, handler: CommandHandler, msg: Msg) -> None:
+        headers = dict(msg.headers or {})
+        started = time.perf_counter()
+        with headers_context(headers):
             reply_body, reply_headers = await answer(
                 spec,
                 handler,
                 self.store,
-                dict(msg.headers or {}),
-                body,
+                headers,
+                msg.data,
                 authorize=self.authorize,
                 on_commit=self.on_commit,
             )
-            if self.observe is not None:
-                failed = reply_headers[H_TYPE] == ERROR_REPLY_TYPE
-                self.observe(spec.name, time.perf_counter() - started, failed)
-            return Response(reply_body, headers=reply_headers)
+        if msg.reply:
+            try:
+                await self.nc.publish(msg.reply, reply_body, headers=reply_headers)
+            except Exception:  # a lost reply is the caller's timeout, not our crash
+                log.warning("reply_not_sent", type=spec.ce_type, exc_info=True)
+        if self.observe is not None:
+            failed = reply_headers[H_TYPE] == ERROR_REPLY_TYPE
+            self.observe(spec.name, time.perf_counter() - started, failed)
 
-        endpoint.__name__ = f"{spec.domain}_{spec.name}_v{spec.version}"
-        self.broker.subscriber(subject, queue=self.service, decoder=_raw_body)(endpoint)
-        self.subjects.append(subject)
+    async def close(self) -> None:
+        """Stop taking requests and wait for those in progress."""
+        for subscription in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        self._subscriptions.clear()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 async def request(

@@ -10,8 +10,8 @@ A service declares what it consumes and which commands it serves, then runs::
 
 ``start`` creates the database tables, connects to NATS (a clear error when it is
 unreachable), provisions the factory streams and the service's durable consumers
-(re-applying changed consumer settings), starts the FastStream broker for
-commands, the outbox relay and one task per consumer, and the ``/metrics`` endpoint
+(re-applying changed consumer settings), subscribes the command endpoints, starts
+the outbox relay and one task per consumer, and the ``/metrics`` endpoint
 when a port is given. ``stop`` cancels the tasks, drains connections and disposes of
 the database engine. Nothing happens at import time.
 """
@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 
 import structlog
 
-from aifactory.bus.broker import make_broker
 from aifactory.bus.connection import Bus
 from aifactory.bus.consumer import BatchHandler, EventConsumer, EventHandler
 from aifactory.bus.rpc import Authorize, CommandEndpoints, RequestContext
@@ -75,7 +74,7 @@ class Service:
         self._bindings: list[_ConsumerBinding] = []
         self._commands: list[tuple[type[Contract], Callable[..., Awaitable[Contract]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._broker = make_broker(bus_settings, service=name)
+        self._endpoints: CommandEndpoints | None = None
         self._metrics_server: MetricsServer | None = None
 
     def consume(
@@ -116,8 +115,8 @@ class Service:
         )
         published = self.metrics.published("outbox")
         self.relay = self.bus.relay(self.store, on_published=published.inc)
-        endpoints = CommandEndpoints(
-            self._broker,
+        self._endpoints = endpoints = CommandEndpoints(
+            self.bus.nc,
             self.store,
             service=self.name,
             namespace=self.bus.namespace,
@@ -128,12 +127,10 @@ class Service:
             ),
         )
         for command_type, handler in self._commands:
-            endpoints.register(command_type, handler)
-        if self._commands:
-            await self._broker.start()
-            # A round trip guarantees the server has registered our subscriptions
-            # before we report ready (otherwise an early request meets no responders).
-            await self._broker.connection.flush(timeout=5)
+            await endpoints.register(command_type, handler)
+        # A round trip guarantees the server has registered our subscriptions before we
+        # report ready (otherwise an early request meets no responders).
+        await self.bus.nc.flush(timeout=5)
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
         for binding in self._bindings:
             consumer = self.bus.consumer(
@@ -168,8 +165,9 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        if self._commands:
-            await self._broker.stop()
+        if self._endpoints is not None:
+            await self._endpoints.close()
+            self._endpoints = None
         await self.bus.close()
         await self.store.dispose()
         if self._metrics_server is not None:

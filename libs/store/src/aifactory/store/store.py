@@ -72,10 +72,15 @@ class Store:
 
         Events emitted through the unit of work and inbox marks commit with it.
         """
-        async with self._sessions() as session, session.begin():
-            uow = UnitOfWork(session, source=self.source, dialect=self.engine.dialect.name)
+        uow = UnitOfWork(self._sessions, source=self.source, dialect=self.engine.dialect.name)
+        try:
             yield uow
-            await uow.flush()
+            await uow.commit()
+        except BaseException:
+            await uow.rollback()
+            raise
+        finally:
+            await uow.close()
 
     async def dispose(self) -> None:
         """Close every pooled connection."""

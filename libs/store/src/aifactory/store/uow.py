@@ -11,7 +11,7 @@ which keeps the per-event cost low on the hot path.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 import msgspec
@@ -40,10 +40,15 @@ class NewEvent:
 
 
 class UnitOfWork:
-    """One database transaction of a service (created by ``Store.unit_of_work``)."""
+    """One database transaction of a service (created by ``Store.unit_of_work``).
 
-    def __init__(self, session: AsyncSession, *, source: str, dialect: str) -> None:
-        self.session = session
+    The session is opened on first use: a handler that never touches the database
+    (and emits nothing) costs no transaction at all.
+    """
+
+    def __init__(self, sessions: Callable[[], AsyncSession], *, source: str, dialect: str) -> None:
+        self._sessions = sessions
+        self._session: AsyncSession | None = None
         self.source = source
         self.dialect = dialect
         self._outbox: list[dict[str, object]] = []
@@ -112,8 +117,34 @@ class UnitOfWork:
             {"consumer": consumer, "event_id": event_id, "processed_at": at or utcnow()}
         )
 
+    @property
+    def session(self) -> AsyncSession:
+        """The transaction's session (its transaction begins on first use)."""
+        if self._session is None:
+            self._session = self._sessions()
+        return self._session
+
     async def _connection(self) -> AsyncConnection:
         return await self.session.connection()
+
+    async def commit(self) -> None:
+        """Write queued rows and commit; nothing at all if the database was not used."""
+        await self.flush()
+        if self._session is not None:
+            await self._session.commit()
+
+    async def rollback(self) -> None:
+        """Discard everything of this unit of work."""
+        self._outbox.clear()
+        self._inbox.clear()
+        if self._session is not None:
+            await self._session.rollback()
+
+    async def close(self) -> None:
+        """Release the session and its connection."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def flush(self) -> None:
         """Write queued outbox rows and inbox marks (called before commit)."""
