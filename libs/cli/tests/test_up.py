@@ -64,12 +64,12 @@ async def test_up_starts_embedded_nats_tail_replays_and_sigint_stops_everything(
     port = free_port()
     url = f"nats://127.0.0.1:{port}"
     var = tmp_path / "var"
-    up = spawn_cli(["up", "--nats-url", url, "--var", str(var)], namespaced_env)
+    up = spawn_cli(["up", "--nats-url", url, "--var", str(var), "--no-services"], namespaced_env)
     started = up.wait_for("nats: started embedded nats-server")
     assert url in started
     streams = factory_topology(BusSettings(), registry=load_all()).streams
     assert f"streams: {len(streams)} created, 0 updated" in up.wait_for("streams:")
-    up.wait_for("services: none installed yet")
+    up.wait_for("services: not started (--no-services)")
     up.wait_for("ready — Ctrl-C to stop")
     assert (var / "nats").is_dir()
     assert nats_answers(url)

@@ -1,0 +1,1 @@
+"""aifactory agent (see services/agent/README.md)."""

@@ -1,0 +1,1 @@
+"""aifactory health (see services/health/README.md)."""

@@ -1,0 +1,1 @@
+"""aifactory scheduling (see services/scheduling/README.md)."""
