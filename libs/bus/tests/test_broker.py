@@ -38,6 +38,7 @@ async def test_broker_decodes_structs_binds_trace_and_propagates_it(
 
     async with collect_events(nats_client, ns.subject("probe.out")) as out:
         await broker.start()
+        await broker.connection.flush()  # the server has our subscription before we publish
         try:
             widget = WidgetRegistered(widget_id="w1", tenant="acme", size=2)
             await nats_client.publish(

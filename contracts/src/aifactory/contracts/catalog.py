@@ -14,6 +14,9 @@ from aifactory.contracts.registry import REGISTRY, Registry
 MODULES: tuple[str, ...] = (
     "aifactory.contracts.dlq",
     "aifactory.contracts.example.v1",
+    "aifactory.contracts.keys.v1",
+    "aifactory.contracts.health.v1",
+    "aifactory.contracts.inventory.v1",
 )
 
 

@@ -259,19 +259,32 @@ async def request(
     """Send a command or query and return its typed reply.
 
     Raises ``CommandFailed`` (with the ``ErrorReply``) when the service refuses or
-    fails, ``ServiceUnavailable`` when nobody answers in ``timeout`` seconds.
+    fails, ``ServiceUnavailable`` when nobody answers in ``timeout`` seconds (while no
+    service subscribes, e.g. during a restart, it keeps asking until then).
     """
     spec = spec_of(command)
     if spec.reply is not reply_type:
         raise TypeError(f"{spec.ce_type} replies with {spec.reply}, not {reply_type.__name__}")
     message = build_message(command, source=source, tenant=tenant, scope=scope)
     subject = namespace.subject(message.subject)
-    try:
-        response = await nc.request(subject, message.body, timeout=timeout, headers=message.headers)
-    except NoRespondersError:
-        raise ServiceUnavailable(f"no service serves {subject}") from None
-    except (NatsTimeoutError, TimeoutError):
-        raise ServiceUnavailable(f"no reply on {subject} within {timeout}s") from None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pause = 0.05
+    while True:
+        # No responders happens while a service (re)starts: wait for one, up to timeout.
+        remaining = deadline - loop.time()
+        try:
+            response = await nc.request(
+                subject, message.body, timeout=max(remaining, 0.001), headers=message.headers
+            )
+            break
+        except NoRespondersError:
+            if loop.time() + pause >= deadline:
+                raise ServiceUnavailable(f"no service serves {subject}") from None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+        except (NatsTimeoutError, TimeoutError):
+            raise ServiceUnavailable(f"no reply on {subject} within {timeout}s") from None
     reply_ce_type = (response.headers or {}).get(H_TYPE)
     if reply_ce_type == ERROR_REPLY_TYPE:
         raise CommandFailed(_error_decoder.decode(response.data))

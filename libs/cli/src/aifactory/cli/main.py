@@ -18,6 +18,8 @@ import typer
 from aifactory.bus.embedded import EmbeddedNatsError, find_nats_server
 from aifactory.cli.console import stderr_console, stdout_console
 from aifactory.cli.contracts_cmd import contracts_app
+from aifactory.cli.inventory_cmd import inventory_app, node_app, nodes
+from aifactory.cli.keys_cmd import keys_app
 from aifactory.cli.tail import tail
 from aifactory.cli.up import up
 from aifactory.observability.logging import LoggingConfigError, configure_logging
@@ -32,6 +34,10 @@ app = typer.Typer(
 app.command("up")(up)
 app.command("tail")(tail)
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(inventory_app, name="inventory")
+app.command("nodes")(nodes)
+app.add_typer(node_app, name="node")
+app.add_typer(keys_app, name="keys")
 
 
 @app.callback()

@@ -24,6 +24,7 @@ from aifactory.bus.embedded import EmbeddedNats, nats_answers
 from aifactory.bus.settings import BusSettings
 from aifactory.cli.console import CliError, exit_on_error, stdout_console
 from aifactory.cli.local_nats import embedded_server_for, start_embedded
+from aifactory.cli.master_key import ensure_master_key
 from aifactory.cli.provisioning import provision_factory
 from aifactory.cli.services import SERVICE_NAMES, installed_services, service_command
 from aifactory.cli.settings import resolve_settings
@@ -105,6 +106,11 @@ async def _run_services(
             out.print(f"services: none installed yet (looked for {looked_for}); running NATS only")
         else:
             out.print(f"services: starting {', '.join(names)}")
+            if "keys" in names and (created := ensure_master_key(var_dir, os.environ)):
+                out.print(
+                    f"keys: created the master key {created} (mode 0600); back it up "
+                    "offline: every tenant key is wrapped under it"
+                )
             for name in names:
                 try:
                     await supervisor.start(

@@ -1,0 +1,1 @@
+"""Health contracts: the verdicts the health service publishes about nodes."""

@@ -1,0 +1,1 @@
+"""Inventory contracts: sites, racks, nodes, admin state and tenant dedication."""

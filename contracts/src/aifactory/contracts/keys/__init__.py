@@ -1,0 +1,1 @@
+"""Contracts of the keys domain: per-tenant key custody, envelope encryption, audit."""
