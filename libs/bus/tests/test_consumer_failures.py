@@ -207,3 +207,19 @@ async def test_batch_handler_applies_each_event_once(bus: Bus, store: Store) -> 
     assert set(counts.values()) == {1}
     assert sum(calls) == 50
     assert len(calls) < 50, "the batch path must hand several events per call"
+
+
+def test_delivery_count_is_read_from_both_ack_subject_forms() -> None:
+    """The delivered count comes from the v1 and the v2 (domain, account hash) ack subject."""
+    from nats.aio.msg import Msg as NatsMsg
+
+    from aifactory.bus.consumer import delivery_count
+
+    v1 = NatsMsg(_client=None, subject="s", reply="$JS.ACK.STREAM.dur.3.10.7.1700000000000000000.0")  # type: ignore[arg-type]
+    v2 = NatsMsg(
+        _client=None,
+        subject="s",
+        reply="$JS.ACK.dom.ACCHASH.STREAM.dur.4.10.7.1700000000000000000.0.tok",
+    )  # type: ignore[arg-type]
+    assert delivery_count(v1) == 3
+    assert delivery_count(v2) == 4

@@ -72,6 +72,21 @@ class ConsumerStats:
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
 
 
+def delivery_count(msg: Msg) -> int:
+    """How many times JetStream delivered ``msg``, read from its ack subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<time>.<pending>``, or the
+    longer form with domain and account hash before the stream (12+ tokens); cheaper
+    than building ``msg.metadata`` for every message.
+    """
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) >= 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        index = 4 if len(tokens) == 9 else 6
+        if tokens[index].isdigit():
+            return int(tokens[index])
+    return int(msg.metadata.num_delivered)
+
+
 @dataclass(frozen=True, slots=True)
 class _Readable:
     msg: Msg
@@ -152,7 +167,7 @@ class EventConsumer:
         self.stats.received += len(msgs)
         readable: list[_Readable] = []
         for msg in msgs:
-            if msg.metadata.num_delivered > 1:
+            if delivery_count(msg) > 1:
                 self.stats.redelivered += 1
                 if self.metrics is not None:
                     self._redelivered_metric.inc()
@@ -225,7 +240,7 @@ class EventConsumer:
 
     # ------------------------------------------------------------------ failures
     async def _retry_or_give_up(self, msg: Msg, error: BaseException) -> None:
-        delivered = msg.metadata.num_delivered
+        delivered = delivery_count(msg)
         with headers_context(msg.headers):
             if delivered >= self.spec.max_deliver:
                 await self._give_up(msg, error)

@@ -39,10 +39,15 @@ def message_context(
     *, traceparent: str, tenant: str | None, event_id: str | None
 ) -> Iterator[None]:
     """Bind ``trace_id``, ``tenant`` and ``event_id`` for the duration of the block."""
-    with structlog.contextvars.bound_contextvars(
+    # bind/reset with tokens: bound_contextvars() saves and restores every variable,
+    # which costs several microseconds per message on the consumer's hot path.
+    tokens = structlog.contextvars.bind_contextvars(
         trace_id=trace_id_of(traceparent), tenant=tenant, event_id=event_id
-    ):
+    )
+    try:
         yield
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
 
 
 @contextmanager

@@ -47,7 +47,8 @@ class Store:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         else:
-            kwargs.update(pool_size=5, max_overflow=5, pool_pre_ping=True)
+            # pool_recycle instead of pool_pre_ping: a ping costs a round trip per unit of work.
+            kwargs.update(pool_size=5, max_overflow=5, pool_recycle=1800)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

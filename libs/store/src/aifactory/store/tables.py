@@ -34,6 +34,8 @@ class InboxRecord(SQLModel, table=True):
 
     __tablename__ = "aifactory_inbox"
 
-    consumer: str = Field(max_length=128, primary_key=True)
+    # event_id first: it is what a batch looks up (``event_id IN (...)``); with the
+    # constant consumer first, PostgreSQL's generic plan scanned every inbox row.
     event_id: str = Field(max_length=64, primary_key=True)
+    consumer: str = Field(max_length=128, primary_key=True)
     processed_at: dt.datetime = Field(index=True)
