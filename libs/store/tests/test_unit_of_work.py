@@ -78,3 +78,20 @@ async def test_unused_unit_of_work_opens_no_session(store: Store) -> None:
     async with store.unit_of_work() as uow:
         pass
     assert uow._session is None
+
+
+async def test_claim_returns_only_new_ids_and_is_undone_by_rollback(store: Store) -> None:
+    """Claiming inbox ids returns those not claimed before; a rolled-back claim is released."""
+    async with store.unit_of_work() as uow:
+        assert await uow.claim("c1", ["a", "b"]) == {"a", "b"}
+
+    async def claim_then_fail() -> None:
+        async with store.unit_of_work() as uow:
+            assert await uow.claim("c1", ["b", "c"]) == {"c"}
+            raise Boom
+
+    with pytest.raises(Boom):
+        await claim_then_fail()
+    async with store.unit_of_work() as uow:
+        assert await uow.claim("c1", ["a", "c", "d"]) == {"c", "d"}
+        assert await uow.claim("c2", ["a"]) == {"a"}, "inboxes of different consumers are separate"

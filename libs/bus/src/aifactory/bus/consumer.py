@@ -6,7 +6,8 @@
    consumer, size limit, body decode); anything unreadable - malformed bytes, a
    wrong or unknown ``ce-type``, a missing ``ce-id``, unknown fields, absurd values,
    an oversized body - is dead-lettered and terminated at once;
-2. in ONE database transaction: skips events this consumer already applied (inbox),
+2. in ONE database transaction: claims the event ids in the inbox, skipping those
+   this consumer already applied,
    runs the handler of each new event, writes the events the handlers return to the
    outbox and marks the consumed ids in the inbox;
 3. acknowledges the messages only after that transaction committed.
@@ -209,9 +210,6 @@ class EventConsumer:
                         with event_context(item.envelope.event):
                             emitted = await handler(item.envelope, uow)
                         uow.emit_all(emitted or (), caused_by=item.envelope.event)
-                if self.use_inbox:
-                    for item in fresh:
-                        uow.mark_processed(self.name, item.envelope.event.id)
         elapsed = time.perf_counter() - started
         self.stats.handler_seconds += elapsed
         self.stats.applied += len(fresh)
@@ -235,8 +233,10 @@ class EventConsumer:
                 unique.append(item)
         if not self.use_inbox:
             return unique
-        done = await uow.processed(self.name, seen_here)
-        return [item for item in unique if item.envelope.event.id not in done]
+        # One INSERT ... ON CONFLICT DO NOTHING RETURNING claims the new ids in this
+        # transaction (undone with it on rollback) and tells which were new.
+        claimed = await uow.claim(self.name, seen_here)
+        return [item for item in unique if item.envelope.event.id in claimed]
 
     # ------------------------------------------------------------------ failures
     async def _retry_or_give_up(self, msg: Msg, error: BaseException) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import msgspec
 from sqlalchemy import Table, insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -120,6 +122,27 @@ class UnitOfWork:
         """
         table = model.__table__  # type: ignore[attr-defined]
         self._rows.setdefault(table, []).extend(rows)
+
+    async def claim(self, consumer: str, event_ids: Collection[str]) -> set[str]:
+        """Record ``event_ids`` as applied by ``consumer``; return those not recorded before.
+
+        One ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` on the inbox's key, so the
+        lookup is an index probe whatever the table's size or statistics. The claims
+        are part of this transaction: a rollback releases them.
+        """
+        if not event_ids:
+            return set()
+        now = utcnow()
+        rows = [{"event_id": e, "consumer": consumer, "processed_at": now} for e in event_ids]
+        dialect_insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        statement = (
+            dialect_insert(InboxRecord)
+            .on_conflict_do_nothing()
+            .returning(col(InboxRecord.event_id))
+        )
+        conn = await self._connection()
+        result = await conn.execute(statement, rows)
+        return set(result.scalars().all())
 
     def mark_processed(self, consumer: str, event_id: str, at: dt.datetime | None = None) -> None:
         """Record that ``consumer`` applied ``event_id`` (commits with this unit of work)."""
