@@ -255,12 +255,14 @@ async def request(
     tenant: str | None = None,
     scope: str | None = None,
     timeout: float = 5.0,
+    responder_wait: float = 2.0,
 ) -> R:
     """Send a command or query and return its typed reply.
 
     Raises ``CommandFailed`` (with the ``ErrorReply``) when the service refuses or
-    fails, ``ServiceUnavailable`` when nobody answers in ``timeout`` seconds (while no
-    service subscribes, e.g. during a restart, it keeps asking until then).
+    fails, ``ServiceUnavailable`` when nobody answers in ``timeout`` seconds, or when no
+    service subscribes for ``responder_wait`` seconds (it keeps asking that long, so a
+    request during a restart still gets through).
     """
     spec = spec_of(command)
     if spec.reply is not reply_type:
@@ -269,6 +271,7 @@ async def request(
     subject = namespace.subject(message.subject)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    patience = loop.time() + min(timeout, responder_wait)
     pause = 0.05
     while True:
         # No responders happens while a service (re)starts: wait for one, up to timeout.
@@ -279,7 +282,7 @@ async def request(
             )
             break
         except NoRespondersError:
-            if loop.time() + pause >= deadline:
+            if loop.time() + pause >= patience:
                 raise ServiceUnavailable(f"no service serves {subject}") from None
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.5)

@@ -18,6 +18,7 @@ import typer
 from aifactory.bus.embedded import EmbeddedNatsError, find_nats_server
 from aifactory.cli.console import stderr_console, stdout_console
 from aifactory.cli.contracts_cmd import contracts_app
+from aifactory.cli.health_cmd import AGENT_CONTEXT, agent, alerts, health, silence
 from aifactory.cli.inventory_cmd import inventory_app, node_app, nodes
 from aifactory.cli.keys_cmd import keys_app
 from aifactory.cli.tail import tail
@@ -34,6 +35,10 @@ app = typer.Typer(
 app.command("up")(up)
 app.command("tail")(tail)
 app.add_typer(contracts_app, name="contracts")
+app.command("health")(health)
+app.command("alerts")(alerts)
+app.command("silence")(silence)
+app.command("agent", context_settings=AGENT_CONTEXT)(agent)
 app.add_typer(inventory_app, name="inventory")
 app.command("nodes")(nodes)
 app.add_typer(node_app, name="node")

@@ -172,6 +172,10 @@ class OutboxRelay:
                 log.warning("outbox_relay_failed", error=str(exc))
                 count = 0
                 await asyncio.sleep(self.idle_interval_s)
+            except Exception:  # a locked or unreachable database: retry, never die
+                log.exception("outbox_relay_error")
+                count = 0
+                await asyncio.sleep(max(self.idle_interval_s, 1.0))
             if asyncio.get_running_loop().time() >= next_purge:
                 await self.purge()
                 next_purge += 3600
