@@ -17,6 +17,7 @@ MODULES: tuple[str, ...] = (
     "aifactory.contracts.keys.v1",
     "aifactory.contracts.health.v1",
     "aifactory.contracts.inventory.v1",
+    "aifactory.contracts.jobs.v1",
 )
 
 

@@ -20,6 +20,7 @@ from aifactory.cli.console import stderr_console, stdout_console
 from aifactory.cli.contracts_cmd import contracts_app
 from aifactory.cli.health_cmd import AGENT_CONTEXT, agent, alerts, health, silence
 from aifactory.cli.inventory_cmd import inventory_app, node_app, nodes
+from aifactory.cli.jobs_cmd import job_app, jobs, queue, submit
 from aifactory.cli.keys_cmd import keys_app
 from aifactory.cli.tail import tail
 from aifactory.cli.up import up
@@ -42,6 +43,10 @@ app.command("agent", context_settings=AGENT_CONTEXT)(agent)
 app.add_typer(inventory_app, name="inventory")
 app.command("nodes")(nodes)
 app.add_typer(node_app, name="node")
+app.command("submit")(submit)
+app.command("jobs")(jobs)
+app.add_typer(job_app, name="job")
+app.command("queue")(queue)
 app.add_typer(keys_app, name="keys")
 
 

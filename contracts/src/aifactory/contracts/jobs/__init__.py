@@ -1,0 +1,1 @@
+"""Job contracts: submission, scheduling decisions and the job lifecycle (``jobs`` domain)."""
