@@ -156,6 +156,11 @@ class EventConsumer:
                 try:
                     msgs = await subscription.fetch(self.batch_size, timeout=self.fetch_timeout_s)
                 except (NatsTimeoutError, TimeoutError):
+                    # On Python 3.11 a cancel racing the fetch timeout can surface as
+                    # TimeoutError: honour it instead of polling on.
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise asyncio.CancelledError from None
                     continue
                 await self.process_batch(msgs)
         finally:
