@@ -21,9 +21,8 @@ from aifactory.bus.rpc import CommandFailed, ServiceUnavailable, request
 from aifactory.bus.settings import Namespace
 from aifactory.contracts.health.v1 import ListNodeHealth, NodeHealthPage
 from aifactory.contracts.inventory.v1 import GetNode, ImportFactory, ImportSummary, NodeDetails
+from aifactory.testing.processes import ServiceProcess
 from aifactory.testing.waiting import wait_until
-
-from ._procs import ServiceProcess
 
 pytestmark = pytest.mark.integration
 
@@ -99,16 +98,20 @@ async def test_fatal_xid_makes_inventory_fail_the_node(
     agents: list[subprocess.Popen[bytes]],
 ) -> None:
     """An agent's Xid 79 gives a failed verdict and inventory marks that node failed; the healthy node stays available."""
-    common = {"nats_url": nats_url, "prefix": namespace.prefix}
+    prefix = namespace.prefix
     with (
         ServiceProcess(
-            "inventory", database_url=f"sqlite:///{tmp_path / 'inv.db'}", **common
+            "inventory",
+            nats_url=nats_url,
+            prefix=prefix,
+            database_url=f"sqlite:///{tmp_path / 'inv.db'}",
         ) as inventory,
         ServiceProcess(
             "health",
+            nats_url=nats_url,
+            prefix=prefix,
             database_url=f"sqlite:///{tmp_path / 'health.db'}",
             env={"AIFACTORY_HEALTH_DEFAULT_INTERVAL": "5", "AIFACTORY_HEALTH_TICK": "0.1"},
-            **common,
         ) as health,
     ):
         await wait_until(lambda: _answers(nats_client, namespace), timeout=60, what="services")

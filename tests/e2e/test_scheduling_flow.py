@@ -19,19 +19,15 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from aifactory.bus.publisher import EventPublisher
-from aifactory.bus.rpc import CommandFailed, ServiceUnavailable, request
+from aifactory.bus.rpc import request
 from aifactory.bus.settings import BusSettings, Namespace
-from aifactory.contracts.envelope import Envelope, read_message
 from aifactory.contracts.health.v1 import HealthReason, NodeHealthChanged
 from aifactory.contracts.inventory.v1 import (
     DrainNode,
-    GetNode,
     ImportFactory,
     ImportSummary,
-    NodeDetails,
     NodeStateResult,
 )
 from aifactory.contracts.jobs.v1 import (
@@ -41,7 +37,6 @@ from aifactory.contracts.jobs.v1 import (
     JobPlaced,
     JobPreempted,
     JobRequeued,
-    JobSpec,
     JobSubmitted,
     ListJobs,
     SetQuota,
@@ -53,9 +48,10 @@ from aifactory.scheduling.config import SchedulingSettings
 from aifactory.scheduling.custody import StaticKeyCustody
 from aifactory.scheduling.domain import job_id_for
 from aifactory.store.uow import NewEvent
+from aifactory.testing.processes import ServiceProcess
 from aifactory.testing.waiting import wait_until
 
-from ._procs import ServiceProcess
+from ._factory import PROBES, JobEvents, job_events, job_spec
 
 pytestmark = pytest.mark.integration
 NOW = dt.datetime(2026, 11, 26, 9, 30, tzinfo=dt.UTC)
@@ -95,66 +91,11 @@ nodes:
 """
 
 
-def job(
-    client_id: str, *, tenant: str = "acme", accelerators: int = 8, priority: str = "standard"
-) -> JobSpec:
-    """A B200 job at fra1."""
-    return JobSpec(
-        tenant=tenant,
-        client_job_id=client_id,
-        name=client_id,
-        models=["B200"],
-        accelerators=accelerators,
-        accelerators_per_node=8,
-        priority=priority,  # type: ignore[arg-type]
-        allowed_sites=["fra1"],
-    )
-
-
-class Events:
-    """Job events of the test's namespace, decoded."""
-
-    def __init__(self) -> None:
-        self.seen: list[Envelope[Any]] = []
-
-    async def on_message(self, msg: Msg) -> None:
-        self.seen.append(read_message(msg.headers, msg.data))
-
-    def of(self, kind: type[Any], job_id: str | None = None) -> list[Any]:
-        return [
-            e.data
-            for e in self.seen
-            if isinstance(e.data, kind) and job_id in (None, e.data.job_id)
-        ]
-
-    async def wait(self, kind: type[Any], job_id: str | None = None, count: int = 1) -> list[Any]:
-        async def probe() -> list[Any]:
-            return self.of(kind, job_id)
-
-        return await wait_until(
-            probe, lambda got: len(got) >= count, timeout=30, what=f"{count} {kind.__name__}"
-        )
-
-
 @pytest_asyncio.fixture
-async def events(nats_client: Client, namespace: Namespace) -> AsyncIterator[Events]:
+async def events(nats_client: Client, namespace: Namespace) -> AsyncIterator[JobEvents]:
     """Collects every job event."""
-    collected = Events()
-    sub = await nats_client.subscribe(
-        namespace.subject("factory.jobs.v1.evt.>"), cb=collected.on_message
-    )
-    yield collected
-    await sub.unsubscribe()
-
-
-async def _inventory_answers(nc: Client, ns: Namespace) -> bool:
-    try:
-        await request(nc, GetNode(node_id="probe"), NodeDetails, namespace=ns, timeout=1)
-    except ServiceUnavailable:
-        return False
-    except CommandFailed:
-        return True
-    return True
+    async with job_events(nats_client, namespace) as collected:
+        yield collected
 
 
 async def test_import_submit_fail_preempt_restart(
@@ -164,7 +105,7 @@ async def test_import_submit_fail_preempt_restart(
     database_url: str,
     nats_client: Client,
     tmp_path: Path,
-    events: Events,
+    events: JobEvents,
 ) -> None:
     """Across inventory and scheduling: placement, idempotency, requeue after a node failure, preemption, and a restart that loses and doubles nothing."""
     settings = SchedulingSettings(bus=bus_settings, database_url=database_url)
@@ -179,7 +120,7 @@ async def test_import_submit_fail_preempt_restart(
     ).start()
     try:
         await wait_until(
-            lambda: _inventory_answers(nats_client, namespace), timeout=30, what="inventory"
+            lambda: PROBES["inventory"](nats_client, namespace), timeout=30, what="inventory"
         )
         summary = await request(
             nats_client,
@@ -205,7 +146,7 @@ async def test_import_submit_fail_preempt_restart(
         # import -> submit -> placed; the same submission again is the same job
         gang = await request(
             nats_client,
-            SubmitJob(job=job("gang", accelerators=16)),
+            SubmitJob(job=job_spec("gang", accelerators=16)),
             JobAcceptance,
             namespace=namespace,
         )
@@ -213,7 +154,7 @@ async def test_import_submit_fail_preempt_restart(
         (placed,) = await events.wait(JobPlaced, gang.job_id)
         again = await request(
             nats_client,
-            SubmitJob(job=job("gang", accelerators=16)),
+            SubmitJob(job=job_spec("gang", accelerators=16)),
             JobAcceptance,
             namespace=namespace,
         )
@@ -250,14 +191,16 @@ async def test_import_submit_fail_preempt_restart(
         # a critical job preempts the preemptible gang holding the rest
         low = await request(
             nats_client,
-            SubmitJob(job=job("low", tenant="globex", accelerators=24, priority="preemptible")),
+            SubmitJob(
+                job=job_spec("low", tenant="globex", accelerators=24, priority="preemptible")
+            ),
             JobAcceptance,
             namespace=namespace,
         )
         assert low.state == "placed"
         urgent = await request(
             nats_client,
-            SubmitJob(job=job("urgent", priority="critical")),
+            SubmitJob(job=job_spec("urgent", priority="critical")),
             JobAcceptance,
             namespace=namespace,
         )
@@ -278,7 +221,7 @@ async def test_import_submit_fail_preempt_restart(
         submitter = EventPublisher(
             nats_client.jetstream(), source="/training-platform", namespace=namespace
         )
-        await submitter.publish(NewEvent(JobSubmitted(job=job("while-down")), tenant="acme"))
+        await submitter.publish(NewEvent(JobSubmitted(job=job_spec("while-down")), tenant="acme"))
         scheduler = build_service(settings, custody=custody)
         await scheduler.start()
         (drain_requeue,) = await events.wait(JobRequeued, urgent.job_id)

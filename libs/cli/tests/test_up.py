@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import textwrap
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,13 @@ from nats.aio.client import Client
 from aifactory.bus.embedded import free_port, nats_answers
 from aifactory.bus.settings import BusSettings, Namespace
 from aifactory.bus.topology import factory_topology
+from aifactory.cli.services import installed_services
 from aifactory.contracts import build_message
 from aifactory.contracts.catalog import load_all
 from aifactory.contracts.example.v1 import WidgetRegistered
 
 pytestmark = pytest.mark.integration
+INVENTORY_ONLY = ("--service", "inventory")
 
 
 def _nats_server_processes(port: int) -> list[int]:
@@ -127,41 +130,130 @@ async def test_up_reuses_a_running_server(
     assert nats_answers(nats_url)
 
 
-async def test_up_runs_installed_services_with_prefixed_output_and_stops_them(
+def _fake_inventory(root: Path, body: str) -> dict[str, str]:
+    """A fake ``aifactory.inventory`` package under ``root`` running ``body``; PYTHONPATH for it."""
+    fake = root / "fake" / "aifactory" / "inventory"
+    fake.mkdir(parents=True)
+    # A regular package earlier on sys.path shadows the real aifactory.inventory.
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text(textwrap.dedent(body))
+    return {"PYTHONPATH": str(root / "fake")}
+
+
+async def test_up_fails_naming_a_service_that_never_reports_ready(
     tmp_path: Path,
     nats_url: str,
     nats_client: Client,
     namespaced_env: dict[str, str],
     spawn_cli: Callable[..., Any],
 ) -> None:
-    """An importable aifactory.<service> runs as a child with the NATS URL, its lines prefixed, and stops on SIGINT."""
-    fake = tmp_path / "fake" / "aifactory" / "inventory"
-    fake.mkdir(parents=True)
-    # A regular package earlier on sys.path shadows the real aifactory.inventory.
-    (fake / "__init__.py").write_text("")
-    (fake / "__main__.py").write_text(
-        textwrap.dedent(
-            """
-            import os, signal, sys, time
-            def stop(signum, frame):
-                print("inventory shutting down", flush=True)
-                sys.exit(0)
-            signal.signal(signal.SIGTERM, stop)
-            print("serving", os.environ["AIFACTORY_NATS_URL"], flush=True)
-            while True:
-                time.sleep(0.1)
-            """
-        )
+    """A service that runs but never answers service_status: up exits 1 naming it with its log tail, all stopped."""
+    fake = _fake_inventory(
+        tmp_path,
+        """
+        import os, signal, sys, time
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+        print("serving", os.environ["AIFACTORY_NATS_URL"], flush=True)
+        while True:
+            time.sleep(0.1)
+        """,
     )
-    env = {**namespaced_env, "PYTHONPATH": str(tmp_path / "fake")}
-    up = spawn_cli(["up", "--nats-url", nats_url, "--var", str(tmp_path / "var")], env)
-    assert "inventory" in up.wait_for("services: starting")
-    assert up.wait_for("serving").startswith(f"[inventory] serving {nats_url}")
-    up.wait_for("ready — Ctrl-C to stop")
+    var = tmp_path / "var"
+    up = spawn_cli(
+        ["up", "--nats-url", nats_url, "--var", str(var), "--ready-timeout", "3", *INVENTORY_ONLY],
+        {**namespaced_env, **fake},
+    )
+    assert await asyncio.to_thread(up.finish, 120) == 1, up.output()
+    output = up.output()
+    assert "service inventory did not report ready within 3s" in output
+    assert f"its log is {var / 'logs' / 'inventory.log'}" in output
+    assert f"  serving {nats_url}" in output
+    assert "[inventory] serving" in output  # a plain (non-JSON) line is shown as it comes
+    assert "[inventory] stopped (exit code 0)" in output
+    assert (var / "logs" / "inventory.log").read_text().startswith(f"serving {nats_url}")
+    assert "ready — Ctrl-C to stop" not in output
+    assert "Traceback" not in output
+
+
+async def test_up_fails_when_a_service_exits_before_it_is_ready(
+    tmp_path: Path,
+    nats_url: str,
+    nats_client: Client,
+    namespaced_env: dict[str, str],
+    spawn_cli: Callable[..., Any],
+) -> None:
+    """A service that exits at start-up makes up exit 1 with its exit code and last lines."""
+    fake = _fake_inventory(
+        tmp_path,
+        """
+        import sys
+        print("database is on fire", flush=True)
+        sys.exit(3)
+        """,
+    )
+    up = spawn_cli(
+        ["up", "--nats-url", nats_url, "--var", str(tmp_path / "var"), *INVENTORY_ONLY],
+        {**namespaced_env, **fake},
+    )
+    assert await asyncio.to_thread(up.finish, 120) == 1, up.output()
+    output = up.output()
+    assert "service inventory exited with code 3 before it was ready" in output
+    assert "  database is on fire" in output
+
+
+def _http_status(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return int(response.status)
+
+
+async def _inventory_import(cli: Callable[..., Any], url: str, env: dict[str, str]) -> None:
+    example = Path(__file__).parents[3] / "deploy" / "examples" / "factory.yaml"
+    result = await asyncio.to_thread(
+        cli, ["inventory", "import", str(example), "--nats-url", url], env
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.timeout(300)  # two full starts of every service on a busy 2-core machine
+async def test_up_waits_for_every_service_prints_where_they_are_and_resumes_its_state(
+    tmp_path: Path,
+    cli_env: dict[str, str],
+    spawn_cli: Callable[..., Any],
+    cli: Callable[..., Any],
+) -> None:
+    """up lists every service ready with pid, metrics URL and log; a second up on the same --var still has the imported nodes."""
+    url = f"nats://127.0.0.1:{free_port()}"
+    var = tmp_path / "var"
+    up = spawn_cli(["up", "--nats-url", url, "--var", str(var)], cli_env)
+    up.wait_for("ready — Ctrl-C to stop", timeout=120)
+    names = installed_services()
+    assert {"inventory", "scheduling", "health", "keys"} <= set(names)
+    header = up.wait_for("service  ")
+    assert header.split() == ["service", "pid", "ready", "after", "metrics", "log"]
+    for name in names:
+        row = up.wait_for(f"{name} ").split()
+        assert row[0] == name
+        assert int(row[1]) > 0
+        assert row[3].startswith("http://127.0.0.1:")
+        assert await asyncio.to_thread(_http_status, row[3]) == 200
+        assert row[4] == str(var / "logs" / f"{name}.log")
+        assert (var / "logs" / f"{name}.log").is_file()
+    assert f"services: all {len(names)} ready" in up.output()
+    assert up.wait_for("nats: nats://") == f"nats: {url}"
+    assert up.wait_for("nats monitoring:").startswith("nats monitoring: http://127.0.0.1:")
+
+    await _inventory_import(cli, url, cli_env)
     up.process.send_signal(signal.SIGINT)
-    assert await asyncio.to_thread(up.finish) == 0, up.output()
-    assert "[inventory] inventory shutting down" in up.output()
-    assert "[inventory] stopped (exit code 0)" in up.output()
+    assert await asyncio.to_thread(up.finish, 60) == 0, up.output()
+
+    again = spawn_cli(["up", "--nats-url", url, "--var", str(var)], cli_env)
+    again.wait_for("ready — Ctrl-C to stop", timeout=120)
+    assert "streams: 0 created" in again.output()
+    nodes = await asyncio.to_thread(cli, ["nodes", "--nats-url", url, "--json"], cli_env)
+    assert nodes.returncode == 0, nodes.stderr
+    assert len(nodes.stdout.splitlines()) == 76
+    again.process.send_signal(signal.SIGINT)
+    assert await asyncio.to_thread(again.finish, 60) == 0, again.output()
 
 
 async def test_no_services_flag_skips_services(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -13,8 +14,10 @@ from rich.console import Console
 
 from aifactory.cli.console import CliError
 from aifactory.cli.local_nats import embedded_server_for
+from aifactory.cli.service_logs import problems_only
 from aifactory.cli.services import installed_services, is_runnable, service_command
 from aifactory.cli.supervisor import ChildCommand, Supervisor
+from aifactory.testing.waiting import wait_until
 
 
 def test_only_runnable_modules_count_as_installed_services(
@@ -120,3 +123,85 @@ def test_embedded_server_refuses_remote_hosts(tmp_path: Path) -> None:
     with pytest.raises(CliError) as caught:
         embedded_server_for("nats://nats.example.com:4222", tmp_path)
     assert caught.value.exit_code == 2
+
+
+def test_service_command_gives_a_metrics_port_unless_the_environment_sets_one(
+    tmp_path: Path,
+) -> None:
+    """up's metrics port goes to AIFACTORY_<NAME>_METRICS_PORT, but a port already set wins; logs are JSON."""
+    given = service_command(
+        "inventory", nats_url="nats://x:1", var_dir=tmp_path, metrics_port=9101, base_env={}
+    )
+    kept = service_command(
+        "inventory",
+        nats_url="nats://x:1",
+        var_dir=tmp_path,
+        metrics_port=9101,
+        base_env={"AIFACTORY_INVENTORY_METRICS_PORT": "9999", "AIFACTORY_LOG_FORMAT": "console"},
+    )
+    assert given.env["AIFACTORY_INVENTORY_METRICS_PORT"] == "9101"
+    assert given.env["AIFACTORY_LOG_FORMAT"] == "json"
+    assert kept.env["AIFACTORY_INVENTORY_METRICS_PORT"] == "9999"
+    assert kept.env["AIFACTORY_LOG_FORMAT"] == "console"
+
+
+def test_console_shows_warnings_errors_and_crashes_but_not_routine_records() -> None:
+    """problems_only hides info records, renders warnings as 'level event key=value' and passes other text."""
+    info = '{"event": "service_started", "level": "info", "service": "inventory"}'
+    warning = '{"event": "nats_error", "level": "warning", "error": "EOF", "service": "keys"}'
+    assert problems_only(info) is None
+    assert problems_only(warning) == "warning nats_error error=EOF"
+    assert problems_only("Traceback (most recent call last):") == (
+        "Traceback (most recent call last):"
+    )
+    assert problems_only("{not json") == "{not json"
+
+
+async def test_supervisor_writes_every_line_to_the_log_and_echoes_what_the_filter_keeps(
+    tmp_path: Path,
+) -> None:
+    """All child lines reach its log file; only lines the echo filter returns reach the console."""
+    buffer = _Screen()
+    log = tmp_path / "logs" / "talker.log"
+    script = (
+        "import time; print('keep me', flush=True); print('hide me', flush=True); time.sleep(60)"
+    )
+    async with Supervisor(Console(file=buffer, width=200)) as supervisor:
+        pid = await supervisor.start(
+            ChildCommand("talker", (sys.executable, "-c", script), env={}),
+            log_file=log,
+            echo=lambda line: line if "keep" in line else None,
+        )
+        await buffer.wait_for("keep me")
+        assert supervisor.pid_of("talker") == pid
+        assert supervisor.returncode_of("talker") is None
+
+        async def lines_seen() -> list[str]:
+            return supervisor.last_lines("talker")
+
+        await wait_until(lines_seen, lambda lines: len(lines) == 2, timeout=30)
+    assert "hide me" not in buffer.getvalue()
+    assert log.read_text().splitlines() == ["keep me", "hide me"]
+
+
+async def test_supervisor_signals_a_child_by_name() -> None:
+    """signal(name, SIGUSR1) reaches the running child; an unknown name returns False."""
+    buffer = _Screen()
+    script = textwrap.dedent(
+        """
+        import signal, time
+        got = []
+        signal.signal(signal.SIGUSR1, lambda *_: got.append(1))  # no I/O in the handler
+        print('armed', flush=True)
+        while not got:
+            time.sleep(0.02)
+        print('got usr1', flush=True)
+        time.sleep(60)
+        """
+    )
+    async with Supervisor(Console(file=buffer, width=200)) as supervisor:
+        await supervisor.start(ChildCommand("armed", (sys.executable, "-c", script), env={}))
+        await buffer.wait_for("armed")
+        assert supervisor.signal("armed", signal.SIGUSR1) is True
+        await buffer.wait_for("got usr1")
+        assert supervisor.signal("nobody", signal.SIGUSR1) is False

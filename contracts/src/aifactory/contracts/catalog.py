@@ -18,6 +18,8 @@ MODULES: tuple[str, ...] = (
     "aifactory.contracts.health.v1",
     "aifactory.contracts.inventory.v1",
     "aifactory.contracts.jobs.v1",
+    "aifactory.contracts.billing.v1",
+    "aifactory.contracts.system.v1",
 )
 
 

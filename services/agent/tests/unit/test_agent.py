@@ -135,3 +135,45 @@ def test_options_and_environment_make_settings() -> None:
     assert settings.gpus == 4
     assert settings.bus.nats_url == "nats://example:4222"
     assert settings.bus.namespace.prefix == "t1"
+
+
+def test_nodes_option_lists_several_simulated_nodes() -> None:
+    """--nodes a,b,c makes one agent report for each node, simulated (healthy by default)."""
+    settings = parse_args(["--nodes", "gpu-a001,gpu-a002, gpu-a003"], env={})
+    assert settings.nodes == ("gpu-a001", "gpu-a002", "gpu-a003")
+    assert settings.node_id == "gpu-a001"
+    assert settings.simulate == Profile("healthy")
+
+
+def test_a_single_node_keeps_its_own_interface() -> None:
+    """--node ID still means one node, read through NVML when no profile is given."""
+    settings = parse_args(["--node", "gpu-a001"], env={})
+    assert settings.nodes == ("gpu-a001",)
+    assert settings.simulate is None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--nodes", "gpu-a001,Bad Node"],
+        ["--nodes", "gpu-a001,gpu-a001"],
+        ["--nodes", "gpu-a001,,gpu-a002"],
+    ],
+)
+def test_bad_node_lists_are_refused(argv: list[str]) -> None:
+    """A malformed, empty or repeated id in --nodes raises AgentSettingsError."""
+    with pytest.raises(AgentSettingsError):
+        parse_args(argv, env={})
+
+
+def test_node_and_nodes_together_are_a_usage_error() -> None:
+    """--node and --nodes exclude each other (argparse exits with a usage error)."""
+    with pytest.raises(SystemExit):
+        parse_args(["--node", "gpu-a001", "--nodes", "gpu-a002"], env={})
+
+
+def test_fault_on_signal_is_an_option() -> None:
+    """--fault-on-signal leaves the simulated fault to SIGUSR1 (off by default)."""
+    armed = parse_args(["--node", "gpu-a001", "--simulate", "silent", "--fault-on-signal"], env={})
+    assert armed.fault_on_signal is True
+    assert parse_args(["--node", "gpu-a001"], env={}).fault_on_signal is False

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from aifactory.agent.simulator import Profile, SimulatedNode, UnknownProfile, parse_profile
+from aifactory.agent.simulator import (
+    NEVER,
+    Profile,
+    SimulatedNode,
+    UnknownProfile,
+    parse_profile,
+)
 
 
 def _run(node: SimulatedNode, ticks: int) -> list[list[object]]:
@@ -102,3 +108,26 @@ def test_gpu_count_is_bounded() -> None:
     """A simulated node has 1 to 64 accelerators."""
     with pytest.raises(ValueError, match="1 to 64"):
         SimulatedNode(Profile("healthy"), gpus=0)
+
+
+def test_a_triggered_fault_starts_at_the_next_interval_even_when_never_due() -> None:
+    """With fault_after=NEVER nothing happens until trigger_fault(); then Xid 79 comes next interval."""
+    node = SimulatedNode(Profile("xid", 79), gpus=2, fault_after=NEVER)
+    quiet = []
+    for _ in range(5):
+        node.sample()
+        quiet.extend(node.poll_xids())
+    node.trigger_fault()
+    node.sample()
+    assert quiet == []
+    assert [(event.gpu, event.xid) for event in node.poll_xids()] == [(1, 79)]
+
+
+def test_a_triggered_silence_mutes_at_once() -> None:
+    """trigger_fault() on a silent node mutes it from the next interval on."""
+    node = SimulatedNode(Profile("silent"), fault_after=NEVER)
+    node.sample()
+    before = node.muted()
+    node.trigger_fault()
+    node.sample()
+    assert (before, node.muted()) == (False, True)

@@ -65,7 +65,7 @@ class TraceContextMiddleware(BaseMiddleware):
 def make_broker(settings: BusSettings, *, service: str, **options: Any) -> NatsBroker:
     """A NatsBroker for ``service`` with the msgspec serializer, our logger and trace middleware."""
     return NatsBroker(
-        settings.nats_url,
+        settings.servers,
         serializer=MsgSpecSerializer(),
         logger=logging.getLogger(f"aifactory.{service}.broker"),
         log_level=logging.DEBUG,

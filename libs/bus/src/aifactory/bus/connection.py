@@ -3,12 +3,21 @@
 ``Bus`` holds one nats-py connection and its JetStream context, and builds the
 kit's parts bound to the service's name and subject namespace: the direct event
 publisher, the dead-letter publisher, durable consumers and the outbox relay.
+
+``AIFACTORY_NATS_URL`` may list every server of a cluster; the client connects to one
+and, when it goes away (crash, SIGKILL, lame-duck shutdown, partition), reconnects to
+another within about a second and re-creates its subscriptions there (``RECONNECT``).
+Nothing is lost meanwhile: publishes are buffered and flushed after the reconnect,
+the outbox relay re-sends any batch whose acknowledgements did not come back
+(JetStream drops the copies by ``Nats-Msg-Id``), and an unacknowledged delivery is
+redelivered to the consumer, whose inbox applies it once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 import nats
 import structlog
@@ -27,8 +36,51 @@ from aifactory.store.store import Store
 log = structlog.get_logger(__name__)
 
 
+RECONNECT: Final[Mapping[str, Any]] = MappingProxyType(
+    {
+        "allow_reconnect": True,
+        # Forever: a service outlives any NATS outage and carries on when a server is back.
+        "max_reconnect_attempts": -1,
+        # Pause before retrying the same server (nats-py: 2 s); other servers of the
+        # list are tried at once, so a lost server costs well under a second.
+        "reconnect_time_wait": 0.5,
+        # A server that stops answering without closing the connection (a partition, a
+        # hung host) is given up after 3 missed pings 10 s apart (nats-py: 2 x 120 s).
+        "ping_interval": 10,
+        "max_outstanding_pings": 3,
+        # Publishes buffered while reconnecting (nats-py: 2 MiB); a full relay batch fits.
+        "pending_size": 16 * 1024 * 1024,
+    }
+)
+"""nats-py reconnect options every service connection uses (see the module docstring)."""
+
+
 class BusUnavailable(ConnectionError):
     """NATS could not be reached at the configured URL."""
+
+
+class UnsupportedServer(RuntimeError):
+    """The NATS server lacks a feature the service's consumers need."""
+
+
+MULTI_FILTER_VERSION: Final = (2, 10)
+"""The first nats-server release that honours a consumer's ``filter_subjects`` list."""
+
+
+def check_server_supports(version: tuple[int, int], consumers: Iterable[ConsumerSpec]) -> None:
+    """Refuse a server older than 2.10 when a consumer filters on several subjects.
+
+    Older servers accept the consumer but ignore ``filter_subjects``: every event of the
+    stream would be delivered, and the service would dead-letter the ones it does not
+    handle.
+    """
+    needing = [spec.durable for spec in consumers if len(spec.filter_subjects) > 1]
+    if needing and version < MULTI_FILTER_VERSION:
+        raise UnsupportedServer(
+            f"nats-server {version[0]}.{version[1]} ignores a consumer's filter_subjects "
+            f"list, which {', '.join(needing)} need: use nats-server >= 2.10 "
+            "(or let `aifactory up` start its embedded server)"
+        )
 
 
 async def _on_error(exc: Exception) -> None:
@@ -37,10 +89,6 @@ async def _on_error(exc: Exception) -> None:
 
 async def _on_disconnected() -> None:
     log.warning("nats_disconnected")
-
-
-async def _on_reconnected() -> None:
-    log.info("nats_reconnected")
 
 
 class Bus:
@@ -55,18 +103,23 @@ class Bus:
         self._js: JetStreamContext | None = None
 
     async def connect(self, *, connect_timeout: float = 5.0, **options: Any) -> Bus:
-        """Connect (reconnecting forever afterwards); ``BusUnavailable`` if unreachable."""
+        """Connect to one of the configured servers (reconnecting forever afterwards).
+
+        ``BusUnavailable`` when none of them answers. ``options`` override ``RECONNECT``
+        and the other nats-py options.
+        """
         try:
             self._nc = await nats.connect(
-                self.settings.nats_url,
-                name=f"aifactory-{self.service}",
-                connect_timeout=connect_timeout,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                error_cb=_on_error,
-                disconnected_cb=_on_disconnected,
-                reconnected_cb=_on_reconnected,
-                **options,
+                servers=self.settings.servers,
+                **{
+                    "name": f"aifactory-{self.service}",
+                    "connect_timeout": connect_timeout,
+                    "error_cb": _on_error,
+                    "disconnected_cb": _on_disconnected,
+                    "reconnected_cb": self._on_reconnected,
+                    **RECONNECT,
+                    **options,
+                },
             )
         except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
             raise BusUnavailable(
@@ -75,6 +128,10 @@ class Bus:
             ) from exc
         self._js = self._nc.jetstream(publish_async_max_pending=8000)
         return self
+
+    async def _on_reconnected(self) -> None:
+        url = self._nc.connected_url if self._nc is not None else None
+        log.info("nats_reconnected", server=url.netloc if url is not None else None)
 
     @property
     def nc(self) -> Client:
@@ -91,7 +148,13 @@ class Bus:
         return self._js
 
     async def provision(self, consumers: Iterable[ConsumerSpec] = ()) -> ProvisionReport:
-        """Create/update the factory streams and the given durable consumers."""
+        """Create/update the factory streams and the given durable consumers.
+
+        ``UnsupportedServer`` when the server is too old for these consumers.
+        """
+        consumers = list(consumers)
+        server = self.nc.connected_server_version
+        check_server_supports((server.major, server.minor), consumers)
         return await provision(self.js, factory_topology(self.settings, consumers), self.namespace)
 
     @property

@@ -19,6 +19,10 @@ affected: it is negatively acknowledged with a backoff delay and retried until t
 consumer's ``max_deliver``, then dead-lettered with its reason and terminated. A
 poison message never blocks the messages behind it.
 
+When a NATS server of a cluster goes away, fetching fails for a moment (no responders
+while the client reconnects or the consumer's leader is re-elected): the loop logs it
+and fetches again with a short backoff instead of ending.
+
 Two handler shapes share this machinery: per-message handlers (a mapping from
 contract class to ``async (envelope, uow) -> events``) and a batch handler
 (``async (envelopes, uow) -> events``) for high-rate subjects.
@@ -35,6 +39,8 @@ from typing import Any
 
 import structlog
 from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
@@ -57,6 +63,8 @@ EventHandler = Callable[[Envelope[Any], UnitOfWork], Awaitable[Emitted]]
 BatchHandler = Callable[[Sequence[Envelope[Any]], UnitOfWork], Awaitable[Emitted]]
 
 DEFAULT_BACKOFF_S: tuple[float, ...] = (0.5, 2.0, 5.0, 15.0, 30.0)
+FETCH_RETRY_S: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0)
+"""Pauses before fetching again after a failed fetch (a server or leader is failing over)."""
 
 
 @dataclass
@@ -151,6 +159,7 @@ class EventConsumer:
         )
         if ready is not None:
             ready.set()
+        failures = 0
         try:
             while True:
                 try:
@@ -161,8 +170,28 @@ class EventConsumer:
                     task = asyncio.current_task()
                     if task is not None and task.cancelling():
                         raise asyncio.CancelledError from None
+                    msgs = []
+                except ConnectionClosedError:
+                    raise  # closed for good (the service is stopping): nothing to wait for
+                except NatsError as exc:
+                    # nats.js errors derive from nats.errors.Error too: no responders,
+                    # 503 while the consumer's leader is re-elected, a reconnect.
+                    pause = FETCH_RETRY_S[min(failures, len(FETCH_RETRY_S) - 1)]
+                    failures += 1
+                    log.warning(
+                        "consumer_fetch_failed_will_retry",
+                        consumer=self.name,
+                        error=repr(exc),
+                        failures=failures,
+                        retry_in_s=pause,
+                    )
+                    await asyncio.sleep(pause)
                     continue
-                await self.process_batch(msgs)
+                if failures:
+                    log.info("consumer_fetch_recovered", consumer=self.name, failures=failures)
+                    failures = 0
+                if msgs:
+                    await self.process_batch(msgs)
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()

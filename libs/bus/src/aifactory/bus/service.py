@@ -12,7 +12,10 @@ A service declares what it consumes and which commands it serves, then runs::
 unreachable), provisions the factory streams and the service's durable consumers
 (re-applying changed consumer settings), subscribes the command endpoints, starts
 the outbox relay and one task per consumer, and the ``/metrics`` endpoint
-when a port is given. ``stop`` cancels the tasks, drains connections and disposes of
+when a port is given. From the moment it is connected the service answers the
+``service_status`` query (``aifactory.bus.status``); it reports ready at the end of
+``start`` or, with ``ready_on_start=False``, when its owner calls ``mark_ready()``
+after starting its own work. ``stop`` cancels the tasks, drains connections and disposes of
 the database engine. Nothing happens at import time.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +35,7 @@ from aifactory.bus.connection import Bus
 from aifactory.bus.consumer import BatchHandler, EventConsumer, EventHandler
 from aifactory.bus.rpc import Authorize, CommandEndpoints, RequestContext
 from aifactory.bus.settings import BusSettings
+from aifactory.bus.status import StatusEndpoint
 from aifactory.bus.topology import ConsumerSpec
 from aifactory.contracts.base import Contract
 from aifactory.observability.metrics import MetricsServer, ServiceMetrics, start_metrics_server
@@ -61,8 +66,11 @@ class Service:
         store: Store,
         metrics_port: int = 0,
         authorize: Authorize | None = None,
+        ready_on_start: bool = True,
     ) -> None:
         self.name = name
+        self.ready_on_start = ready_on_start
+        self.status: StatusEndpoint | None = None
         self.bus_settings = bus_settings
         self.store = store
         self.metrics = ServiceMetrics(name)
@@ -104,8 +112,17 @@ class Service:
         """Bring the service up (see module docstring)."""
         source = f"/aifactory/{self.name}"
         self.store.source = source
+        started_at = dt.datetime.now(dt.UTC)
         await self.store.create_all()
         await self.bus.connect()
+        self.status = StatusEndpoint(
+            self.bus.nc,
+            service=self.name,
+            namespace=self.bus.namespace,
+            started_at=started_at,
+            describe=self._describe,
+        )
+        await self.status.start()
         report = await self.bus.provision([b.spec for b in self._bindings])
         log.info(
             "bus_provisioned",
@@ -156,9 +173,27 @@ class Service:
             consumers=[c.name for c in self.consumers],
             metrics=self._metrics_server.url if self._metrics_server else None,
         )
+        if self.ready_on_start:
+            self.mark_ready()
+
+    def mark_ready(self) -> None:
+        """Report ready from now on (call after ``start`` with ``ready_on_start=False``)."""
+        if self.status is None:
+            raise RuntimeError(f"{self.name}: mark_ready() before start()")
+        self.status.mark_ready()
+
+    def _describe(self) -> tuple[str, list[str], list[str]]:
+        """Metrics URL, consumer names and command subjects, for the status reply."""
+        metrics_url = ""
+        if self._metrics_server is not None:
+            metrics_url = f"http://127.0.0.1:{self._metrics_server.port}/metrics"
+        commands = list(self._endpoints.subjects) if self._endpoints is not None else []
+        return metrics_url, [c.name for c in self.consumers], commands
 
     async def stop(self) -> None:
         """Stop tasks, close connections and the database (idempotent)."""
+        if self.status is not None:
+            await self.status.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -3,6 +3,9 @@
 Environment variables (all optional):
 
 - ``AIFACTORY_NATS_URL`` (or ``NATS_URL``): where NATS is; default ``nats://127.0.0.1:4222``.
+  A comma-separated list names the servers of a cluster
+  (``nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222``): a service connects to
+  one of them and, when that server goes away, reconnects to another.
 - ``AIFACTORY_SUBJECT_PREFIX``: a prefix put before every subject and stream name,
   to run several isolated factories on one NATS (tests use it); default none.
 - ``AIFACTORY_STREAM_REPLICAS``: JetStream replicas per stream; default 1 (3 in a cluster).
@@ -16,10 +19,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_STREAM_MAX_AGE_S = 30 * 24 * 3600.0
 DEFAULT_DUPLICATE_WINDOW_S = 2 * 3600.0
+NATS_SCHEMES = ("nats", "tls")
+MAX_STREAM_REPLICAS = 5
 
 
 class SettingsError(ValueError):
@@ -39,9 +45,44 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def parse_servers(url: str) -> tuple[str, ...]:
+    """The server URLs of a NATS URL that may be a comma-separated list.
+
+    Each entry is ``nats://`` or ``tls://`` with a host (a bare ``host:port`` means
+    ``nats://host:port``; the port is optional, 4222 by default). ``SettingsError``
+    says which entry is wrong otherwise.
+    """
+    entries = [part.strip() for part in url.split(",")]
+    if not all(entries):
+        raise SettingsError(
+            f"AIFACTORY_NATS_URL has an empty entry: {url!r}; give nats://host:port[,nats://...]"
+        )
+    servers = tuple(entry if "://" in entry else f"nats://{entry}" for entry in entries)
+    for server in servers:
+        try:
+            parsed = urlsplit(server)
+            port = parsed.port
+        except ValueError as exc:
+            raise SettingsError(
+                f"AIFACTORY_NATS_URL entry {server!r} is not a URL: {exc}"
+            ) from None
+        if parsed.scheme not in NATS_SCHEMES or not parsed.hostname:
+            raise SettingsError(
+                f"AIFACTORY_NATS_URL entry {server!r} must look like nats://host:port "
+                f"(schemes: {', '.join(NATS_SCHEMES)}; separate several servers with commas)"
+            )
+        if port == 0:
+            raise SettingsError(f"AIFACTORY_NATS_URL entry {server!r} has port 0")
+    return servers
+
+
 @dataclass(frozen=True, slots=True)
 class BusSettings:
-    """Where NATS is and how the factory's streams are shaped."""
+    """Where NATS is and how the factory's streams are shaped.
+
+    ``nats_url`` is one server URL or a comma-separated list of a cluster's servers;
+    ``servers`` is that list, which is what clients connect with.
+    """
 
     nats_url: str = DEFAULT_NATS_URL
     subject_prefix: str = ""
@@ -58,15 +99,29 @@ class BusSettings:
             raise SettingsError(
                 f"AIFACTORY_SUBJECT_PREFIX must be dot-separated identifiers, got {prefix!r}"
             )
+        servers = parse_servers(
+            env.get("AIFACTORY_NATS_URL") or env.get("NATS_URL") or DEFAULT_NATS_URL
+        )
+        replicas = _number(env, "AIFACTORY_STREAM_REPLICAS", 1)
+        if replicas != int(replicas) or not 1 <= replicas <= MAX_STREAM_REPLICAS:
+            raise SettingsError(
+                "AIFACTORY_STREAM_REPLICAS must be a whole number from 1 to "
+                f"{MAX_STREAM_REPLICAS} (JetStream's limit), got {replicas:g}"
+            )
         return cls(
-            nats_url=env.get("AIFACTORY_NATS_URL") or env.get("NATS_URL") or DEFAULT_NATS_URL,
+            nats_url=",".join(servers),
             subject_prefix=prefix,
-            stream_replicas=int(_number(env, "AIFACTORY_STREAM_REPLICAS", 1)),
+            stream_replicas=int(replicas),
             stream_max_age_s=_number(env, "AIFACTORY_STREAM_MAX_AGE", DEFAULT_STREAM_MAX_AGE_S),
             duplicate_window_s=_number(
                 env, "AIFACTORY_DUPLICATE_WINDOW", DEFAULT_DUPLICATE_WINDOW_S
             ),
         )
+
+    @property
+    def servers(self) -> list[str]:
+        """The NATS server URLs to connect to (one, or every server of a cluster)."""
+        return list(parse_servers(self.nats_url))
 
     @property
     def namespace(self) -> Namespace:

@@ -15,11 +15,14 @@ alone does not do). Running it twice changes nothing the second time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from functools import partial
+from typing import Literal, TypeVar
 
 import structlog
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -28,17 +31,22 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from aifactory.bus.settings import ROOT_NAMESPACE, BusSettings, Namespace
 from aifactory.contracts.catalog import load_all
 from aifactory.contracts.registry import Registry
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 STREAM_KINDS = ("evt", "audit")
 DLQ_STREAM = "FACTORY_DLQ"
 DLQ_SUBJECT_ROOT = "factory.dlq"
+PROVISION_RETRY_S: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+"""Pauses between attempts of a JetStream API call the cluster could not serve yet."""
+INSUFFICIENT_RESOURCES = 10023
+"""JetStream's error code when too few servers are up for the replicas asked for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,33 +195,75 @@ def _stream_differs(current: StreamConfig, wanted: StreamConfig) -> bool:
     )
 
 
+def _transient(exc: BaseException) -> bool:
+    """Whether a JetStream API failure may go away by itself (cluster forming / failing over).
+
+    A server that answers "temporarily unavailable" (503), "insufficient resources" or
+    not in time may be electing leaders. No answer at all (nats-py's
+    ``ServiceUnavailableError`` without a code: no responders) means JetStream is not
+    enabled there, which waiting does not fix.
+    """
+    if isinstance(exc, NatsTimeoutError | TimeoutError):
+        return True
+    if isinstance(exc, ServiceUnavailableError):
+        return exc.code is not None
+    if isinstance(exc, NotFoundError):
+        return False
+    return isinstance(exc, APIError) and exc.err_code == INSUFFICIENT_RESOURCES
+
+
+async def _retrying(what: str, call: Callable[[], Awaitable[T]], retry_for_s: float) -> T:
+    """``call()``, retried on transient JetStream failures for up to ``retry_for_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + retry_for_s
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            pause = PROVISION_RETRY_S[min(attempt, len(PROVISION_RETRY_S) - 1)]
+            if not _transient(exc) or loop.time() + pause > deadline:
+                raise
+            attempt += 1
+            log.warning("provision_retry", what=what, error=repr(exc), attempt=attempt)
+            await asyncio.sleep(pause)
+
+
 async def provision(
-    js: JetStreamContext, topology: Topology, namespace: Namespace = ROOT_NAMESPACE
+    js: JetStreamContext,
+    topology: Topology,
+    namespace: Namespace = ROOT_NAMESPACE,
+    *,
+    retry_for_s: float = 60.0,
 ) -> ProvisionReport:
     """Create or update every stream and durable consumer of ``topology``; idempotent."""
     created: list[str] = []
     updated: list[str] = []
     for stream in topology.streams:
         wanted = stream.config(namespace)
-        assert wanted.name is not None
+        name = wanted.name
+        assert name is not None
         try:
-            info = await js.stream_info(wanted.name)
+            info = await _retrying(name, partial(js.stream_info, name), retry_for_s)
         except NotFoundError:
-            await js.add_stream(wanted)
-            created.append(wanted.name)
-            log.info("stream_created", stream=wanted.name, subjects=wanted.subjects)
+            # Another process may create it meanwhile: an identical add succeeds.
+            await _retrying(name, partial(js.add_stream, wanted), retry_for_s)
+            created.append(name)
+            log.info("stream_created", stream=name, subjects=wanted.subjects)
             continue
         if _stream_differs(info.config, wanted):
-            await js.update_stream(wanted)
-            updated.append(wanted.name)
-            log.info("stream_updated", stream=wanted.name, subjects=wanted.subjects)
+            await _retrying(name, partial(js.update_stream, wanted), retry_for_s)
+            updated.append(name)
+            log.info("stream_updated", stream=name, subjects=wanted.subjects)
     consumers: list[str] = []
     for consumer in topology.consumers:
         stream_name = namespace.stream(consumer.stream)
         config = consumer.config(namespace)
-        # add_consumer with an existing durable name updates it in place.
-        await js.add_consumer(stream_name, config)
         assert config.durable_name is not None
+        # add_consumer with an existing durable name updates it in place.
+        await _retrying(
+            config.durable_name, partial(js.add_consumer, stream_name, config), retry_for_s
+        )
         consumers.append(config.durable_name)
     return ProvisionReport(tuple(created), tuple(updated), tuple(consumers))
 

@@ -17,6 +17,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
 from aifactory.bus.embedded import nats_answers
+from aifactory.bus.settings import SettingsError, parse_servers
 from aifactory.cli.console import USAGE_EXIT_CODE, CliError
 
 CONNECT_TIMEOUT_S = 10.0
@@ -37,7 +38,14 @@ async def connect(
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
 ) -> Client:
-    """A connection to ``url``; ``CliError`` (exit 2) when NATS cannot be reached."""
+    """A connection to ``url`` (one server or a cluster's comma-separated list).
+
+    ``CliError`` (exit 2) when NATS cannot be reached.
+    """
+    try:
+        servers = list(parse_servers(url))
+    except SettingsError as error:
+        raise CliError(str(error), USAGE_EXIT_CODE) from None
     if not await asyncio.to_thread(nats_answers, url):
         raise unreachable(url)
 
@@ -50,7 +58,7 @@ async def connect(
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             return await nats.connect(
-                url,
+                servers=servers,
                 connect_timeout=3,
                 reconnect_time_wait=1,
                 max_reconnect_attempts=-1 if reconnect_forever else 3,

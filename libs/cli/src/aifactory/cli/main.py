@@ -16,8 +16,10 @@ from importlib.metadata import version as package_version
 import typer
 
 from aifactory.bus.embedded import EmbeddedNatsError, find_nats_server
+from aifactory.cli.billing_cmd import billing_app, invoice
 from aifactory.cli.console import stderr_console, stdout_console
 from aifactory.cli.contracts_cmd import contracts_app
+from aifactory.cli.demo.command import demo
 from aifactory.cli.health_cmd import AGENT_CONTEXT, agent, alerts, health, silence
 from aifactory.cli.inventory_cmd import inventory_app, node_app, nodes
 from aifactory.cli.jobs_cmd import job_app, jobs, queue, submit
@@ -34,6 +36,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.command("up")(up)
+app.command("demo")(demo)
 app.command("tail")(tail)
 app.add_typer(contracts_app, name="contracts")
 app.command("health")(health)
@@ -48,6 +51,8 @@ app.command("jobs")(jobs)
 app.add_typer(job_app, name="job")
 app.command("queue")(queue)
 app.add_typer(keys_app, name="keys")
+app.command("invoice")(invoice)
+app.add_typer(billing_app, name="billing")
 
 
 @app.callback()

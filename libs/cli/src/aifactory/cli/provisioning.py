@@ -35,13 +35,20 @@ class ProvisionSummary:
         )
 
 
+RETRY_FOR_S = 15.0
+"""How long ``up`` retries a JetStream API call that fails as if the cluster were still
+forming; a server without JetStream fails the same way, so not for long."""
+
+
 async def provision_factory(settings: BusSettings) -> ProvisionSummary:
     """Create or update the factory's streams on the server ``settings`` point at."""
     registry = load_all()
     topology = factory_topology(settings, registry=registry)
     nc = await connect(settings.nats_url)
     try:
-        report = await provision(nc.jetstream(), topology, settings.namespace)
+        report = await provision(
+            nc.jetstream(), topology, settings.namespace, retry_for_s=RETRY_FOR_S
+        )
     except NatsError as error:
         raise CliError(
             f"cannot provision streams at {settings.nats_url}: {error or type(error).__name__}; "

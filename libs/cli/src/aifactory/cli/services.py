@@ -4,8 +4,11 @@ A service is a module ``aifactory.<name>`` runnable with ``python -m``: a packag
 a ``__main__.py`` or a plain module. Discovery uses ``importlib.util.find_spec`` and
 looks for ``__main__.py`` on disk, so no service code is imported by the CLI (the
 CLI never imports a service's internals). Each child gets the NATS URL in
-``AIFACTORY_NATS_URL`` and the state directory in ``AIFACTORY_VAR_DIR``; the rest of
-the environment (``AIFACTORY_SUBJECT_PREFIX``, log level) is inherited.
+``AIFACTORY_NATS_URL``, the state directory in ``AIFACTORY_VAR_DIR`` and, when ``up``
+gives it one, its ``/metrics`` port in ``AIFACTORY_<NAME>_METRICS_PORT`` (a port set in
+the environment wins); logs are JSON lines (``up`` writes them to ``var/logs``) unless
+``AIFACTORY_LOG_FORMAT`` says otherwise. The rest of the environment
+(``AIFACTORY_SUBJECT_PREFIX``, log level) is inherited.
 """
 
 from __future__ import annotations
@@ -43,11 +46,17 @@ def installed_services(
     return [name for name in names if is_runnable(f"{package}.{name}")]
 
 
+def metrics_port_variable(name: str) -> str:
+    """The environment variable that sets service ``name``'s ``/metrics`` port."""
+    return f"AIFACTORY_{name.upper()}_METRICS_PORT"
+
+
 def service_command(
     name: str,
     *,
     nats_url: str,
     var_dir: Path,
+    metrics_port: int | None = None,
     base_env: Mapping[str, str] | None = None,
     package: str = "aifactory",
 ) -> ChildCommand:
@@ -56,6 +65,7 @@ def service_command(
     env["AIFACTORY_NATS_URL"] = nats_url
     env["AIFACTORY_VAR_DIR"] = str(var_dir.resolve())
     env["PYTHONUNBUFFERED"] = "1"
-    if sys.stdout.isatty():
-        env.setdefault("AIFACTORY_LOG_FORMAT", "console")
+    env.setdefault("AIFACTORY_LOG_FORMAT", "json")
+    if metrics_port is not None and not env.get(metrics_port_variable(name), "").strip():
+        env[metrics_port_variable(name)] = str(metrics_port)
     return ChildCommand(name=name, argv=(sys.executable, "-m", f"{package}.{name}"), env=env)

@@ -3,8 +3,10 @@
 Each service runs as its own OS process in its own session, so a Ctrl-C at the
 terminal reaches only ``aifactory up``, which then stops the children in order:
 SIGTERM to all, a grace period, then SIGKILL for any still running. Every line a
-child writes (stdout and stderr, merged) is printed with a coloured ``[name]``
-prefix as it arrives; a child that exits on its own is reported with its code.
+child writes (stdout and stderr, merged) goes to its log file when it has one, and is
+printed with a coloured ``[name]`` prefix as it arrives when its ``echo`` filter
+accepts it (all lines when there is no filter); a child that exits on its own is
+reported with its code.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
+from typing import TextIO
 
 from rich.console import Console
 from rich.text import Text
@@ -22,6 +27,11 @@ from rich.text import Text
 PREFIX_STYLES = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan")
 LINE_LIMIT = 1024 * 1024
 """Longest output line kept from a child; longer ones are reported as truncated."""
+TAIL_LINES = 20
+"""How many of a child's last lines are kept in memory for error reports."""
+
+EchoFilter = Callable[[str], str | None]
+"""Given a child's line: the text to print on the console, or None to keep it quiet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +48,10 @@ class _Child:
     command: ChildCommand
     process: asyncio.subprocess.Process
     style: str
+    echo: EchoFilter | None = None
+    log: TextIO | None = None
+    log_file: Path | None = None
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     pump: asyncio.Task[None] | None = None
 
 
@@ -56,8 +70,53 @@ class Supervisor:
         """Process ids of the children started so far."""
         return [child.process.pid for child in self._children]
 
-    async def start(self, command: ChildCommand) -> None:
-        """Start ``command`` and stream its output with a ``[name]`` prefix."""
+    def pid_of(self, name: str) -> int | None:
+        """The process id of the child called ``name`` (None if none was started)."""
+        child = self._find(name)
+        return child.process.pid if child is not None else None
+
+    def returncode_of(self, name: str) -> int | None:
+        """The exit code of the child called ``name``; None while it runs."""
+        child = self._find(name)
+        return child.process.returncode if child is not None else None
+
+    def signal(self, name: str, signum: int) -> bool:
+        """Send ``signum`` to the running child called ``name``; False if it is not running."""
+        child = self._find(name)
+        if child is None or child.process.returncode is not None:
+            return False
+        try:
+            child.process.send_signal(signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def last_lines(self, name: str) -> list[str]:
+        """The last lines (up to ``TAIL_LINES``) the child called ``name`` wrote."""
+        child = self._find(name)
+        return list(child.tail) if child is not None else []
+
+    def _find(self, name: str) -> _Child | None:
+        for child in self._children:
+            if child.command.name == name:
+                return child
+        return None
+
+    async def start(
+        self,
+        command: ChildCommand,
+        *,
+        log_file: Path | None = None,
+        echo: EchoFilter | None = None,
+    ) -> int:
+        """Start ``command``; its output goes to ``log_file`` and, as ``echo`` says, the console.
+
+        Returns the child's process id.
+        """
+        log = None
+        if log_file is not None:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            log = log_file.open("a", encoding="utf-8", buffering=1)
         process = await asyncio.create_subprocess_exec(
             *command.argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -67,9 +126,10 @@ class Supervisor:
             start_new_session=True,
             limit=LINE_LIMIT,
         )
-        child = _Child(command, process, next(self._styles))
+        child = _Child(command, process, next(self._styles), echo, log, log_file)
         child.pump = asyncio.create_task(self._pump(child), name=f"pump-{command.name}")
         self._children.append(child)
+        return process.pid
 
     def _say(self, child: _Child, line: str) -> None:
         self._console.print(Text.assemble((f"[{child.command.name}] ", child.style), line))
@@ -85,7 +145,16 @@ class Supervisor:
                 continue
             if not raw:
                 break
-            self._say(child, raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            child.tail.append(line)
+            if child.log is not None:
+                child.log.write(line + "\n")
+            # A filtered child is quiet while stopping: its goodbye lines are in the log.
+            shown = line if child.echo is None else None if self._stopping else child.echo(line)
+            if shown is not None:
+                self._say(child, shown)
+        if child.log is not None:
+            child.log.close()
         code = await child.process.wait()
         if not self._stopping:
             self._say(child, f"exited with code {code}")

@@ -1,8 +1,11 @@
 """Run the node agent: ``python -m aifactory.agent --node ID [--interval 1s] [--simulate PROFILE]``.
 
 Reads the GPUs through NVML when no profile is given and NVML works; otherwise (no
-library, no driver, no GPU) it says why and simulates a healthy node. Publishes
-until SIGINT/SIGTERM; exit code 2 on bad options or unreachable NATS.
+library, no driver, no GPU) it says why and simulates a healthy node. With
+``--nodes a,b,c`` one process simulates several nodes (one agent loop each, one
+NATS connection). SIGUSR1 starts the simulated fault of every simulated node now
+(with ``--fault-on-signal``, only SIGUSR1 does). Publishes until SIGINT/SIGTERM;
+exit code 2 on bad options or unreachable NATS.
 """
 
 from __future__ import annotations
@@ -17,24 +20,36 @@ from aifactory.agent.agent import NodeAgent
 from aifactory.agent.config import AgentSettings, AgentSettingsError, parse_args
 from aifactory.agent.nvml import open_nvml
 from aifactory.agent.readers import AcceleratorReader
-from aifactory.agent.simulator import Profile, SimulatedNode
+from aifactory.agent.simulator import NEVER, Profile, SimulatedNode
 from aifactory.bus.connection import Bus, BusUnavailable
 from aifactory.observability.logging import configure_logging
 
 log = structlog.get_logger("aifactory.agent")
 
 
-def choose_reader(settings: AgentSettings) -> AcceleratorReader:
-    """NVML when no profile is asked for and it works; the simulator otherwise."""
+def choose_reader(settings: AgentSettings, index: int = 0) -> AcceleratorReader:
+    """NVML when no profile is asked for and it works; the simulator otherwise.
+
+    ``index`` is the node's place in ``--nodes``: each simulated node gets its own seed.
+    """
     if settings.simulate is None:
         reader, why = open_nvml()
         if reader is not None:
             return reader
         log.warning("nvml_unavailable_simulating", reason=why)
     profile = settings.simulate or Profile("healthy")
+    fault_after = NEVER if settings.fault_on_signal else settings.fault_after
     return SimulatedNode(
-        profile, gpus=settings.gpus, fault_after=settings.fault_after, seed=settings.seed
+        profile, gpus=settings.gpus, fault_after=fault_after, seed=settings.seed + index
     )
+
+
+def _trigger_faults(agents: list[NodeAgent]) -> None:
+    """SIGUSR1: start every simulated node's fault now."""
+    for agent in agents:
+        if isinstance(agent.reader, SimulatedNode):
+            agent.reader.trigger_fault()
+            log.warning("agent_fault_triggered", node_id=agent.node_id)
 
 
 async def run(settings: AgentSettings) -> int:
@@ -45,38 +60,44 @@ async def run(settings: AgentSettings) -> int:
     except BusUnavailable as error:
         log.error("nats_unreachable", error=str(error))  # noqa: TRY400 - the message says it all
         return 2
-    reader = choose_reader(settings)
     namespace = settings.bus.namespace
 
     async def publish(subject: str, body: bytes) -> None:
         await bus.nc.publish(namespace.subject(subject), body)
 
-    agent = NodeAgent(
-        node_id=settings.node_id,
-        reader=reader,
-        publish=publish,
-        interval_s=settings.interval_s,
-        telemetry_every=settings.telemetry_every,
-    )
+    agents = [
+        NodeAgent(
+            node_id=node_id,
+            reader=choose_reader(settings, index),
+            publish=publish,
+            interval_s=settings.interval_s,
+            telemetry_every=settings.telemetry_every,
+        )
+        for index, node_id in enumerate(settings.nodes)
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    log.info(
-        "agent_started",
-        node_id=settings.node_id,
-        source=reader.source,
-        accelerator=reader.accelerator,
-        profile=settings.simulate.name if settings.simulate else None,
-        interval_s=settings.interval_s,
-        session=agent.session,
-    )
+    loop.add_signal_handler(signal.SIGUSR1, _trigger_faults, agents)
+    for agent in agents:
+        log.info(
+            "agent_started",
+            node_id=agent.node_id,
+            source=agent.reader.source,
+            accelerator=agent.reader.accelerator,
+            profile=settings.simulate.name if settings.simulate else None,
+            interval_s=settings.interval_s,
+            session=agent.session,
+        )
     try:
-        await agent.run(stop)
+        await asyncio.gather(*(agent.run(stop) for agent in agents))
     finally:
-        reader.close()
+        for agent in agents:
+            agent.reader.close()
         await bus.close()
-        log.info("agent_stopped", node_id=settings.node_id, sent=agent.sent)
+        for agent in agents:
+            log.info("agent_stopped", node_id=agent.node_id, sent=agent.sent)
     return 0
 
 

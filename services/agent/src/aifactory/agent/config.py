@@ -1,7 +1,10 @@
 """The node agent's settings: its command line, plus the bus settings from the environment.
 
 ``python -m aifactory.agent --node ID [--interval 1s] [--simulate PROFILE]
-[--gpus N] [--fault-after N] [--telemetry-every N] [--seed N]``; NATS comes from
+[--gpus N] [--fault-after N] [--telemetry-every N] [--seed N]``, or ``--nodes
+ID,ID,...`` instead of ``--node`` to simulate several nodes from one process (each
+with the same profile, its own seed; a simulator, never NVML). ``--fault-on-signal``
+leaves the simulated fault to SIGUSR1 instead of ``--fault-after``. NATS comes from
 ``AIFACTORY_NATS_URL`` / ``AIFACTORY_SUBJECT_PREFIX`` as for every service. A bad
 value raises ``AgentSettingsError`` with a message that says what is accepted.
 """
@@ -43,6 +46,7 @@ class AgentSettings:
     """Everything one agent run is configured with."""
 
     node_id: str
+    """The (first) node this agent reports for."""
     bus: BusSettings
     interval_s: float = 1.0
     simulate: Profile | None = None
@@ -50,6 +54,15 @@ class AgentSettings:
     fault_after: int = 3
     telemetry_every: int = 1
     seed: int = 0
+    node_ids: tuple[str, ...] = ()
+    """Every node this agent reports for (``--nodes``); empty: just ``node_id``."""
+    fault_on_signal: bool = False
+    """The simulated fault starts on SIGUSR1 only (``--fault-after`` is ignored)."""
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """The nodes this agent reports for, in order."""
+        return self.node_ids or (self.node_id,)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,7 +70,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="aifactory agent",
         description="Node agent: publish this node's heartbeats and GPU telemetry to the factory.",
     )
-    parser.add_argument("--node", required=True, help="this node's id, as inventory knows it")
+    nodes = parser.add_mutually_exclusive_group(required=True)
+    nodes.add_argument("--node", help="this node's id, as inventory knows it")
+    nodes.add_argument(
+        "--nodes",
+        metavar="ID,ID,...",
+        help="simulate several nodes from this one process (comma-separated ids)",
+    )
     parser.add_argument("--interval", default="1s", help="reporting interval (default 1s)")
     parser.add_argument(
         "--simulate",
@@ -76,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
         help="send telemetry every N intervals, heartbeats in between (default 1)",
     )
     parser.add_argument("--seed", type=int, default=0, help="simulator random seed")
+    parser.add_argument(
+        "--fault-on-signal",
+        action="store_true",
+        help="start the simulated fault on SIGUSR1 only (not after --fault-after intervals)",
+    )
     return parser
 
 
@@ -85,10 +109,15 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Age
     ``--help`` and argparse's own usage errors exit through ``SystemExit`` as usual.
     """
     args = _parser().parse_args(list(argv))
-    if not _NODE_ID.match(args.node):
-        raise AgentSettingsError(
-            f"--node must be a node id (lower case letters, digits, '.', '-'), got {args.node!r}"
-        )
+    node_ids = tuple(n.strip() for n in args.nodes.split(",")) if args.nodes else (args.node,)
+    for node_id in node_ids:
+        if not _NODE_ID.match(node_id):
+            raise AgentSettingsError(
+                "--node/--nodes take node ids (lower case letters, digits, '.', '-'), "
+                f"got {node_id!r}"
+            )
+    if len(set(node_ids)) != len(node_ids):
+        raise AgentSettingsError(f"--nodes names a node twice: {args.nodes!r}")
     try:
         profile = parse_profile(args.simulate) if args.simulate is not None else None
         bus = BusSettings.from_env(env)
@@ -100,13 +129,18 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Age
         raise AgentSettingsError(f"--telemetry-every must be 1 to 3600, got {args.telemetry_every}")
     if args.fault_after < 0:
         raise AgentSettingsError(f"--fault-after must be >= 0, got {args.fault_after}")
+    simulate = profile
+    if args.nodes and simulate is None:
+        simulate = Profile("healthy")  # NVML reads this host only: several nodes are simulated
     return AgentSettings(
-        node_id=args.node,
+        node_id=node_ids[0],
+        node_ids=node_ids if args.nodes else (),
         bus=bus,
         interval_s=parse_interval(args.interval),
-        simulate=profile,
+        simulate=simulate,
         gpus=args.gpus,
         fault_after=args.fault_after,
         telemetry_every=args.telemetry_every,
         seed=args.seed,
+        fault_on_signal=args.fault_on_signal,
     )

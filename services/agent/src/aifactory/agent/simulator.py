@@ -17,6 +17,10 @@ reader and gives the same samples. A profile says what goes wrong, and when
 With ``xid:79`` the GPU then falls off the bus (it is left out of samples); with 48
 its double-bit ECC counter rises; 63 sets a pending row remap, 64 a remap failure, 74
 raises its NVLink error counters. Readings are deterministic for a given seed.
+
+``trigger_fault()`` starts the fault at the next interval whatever ``fault_after``
+says (the agent calls it on SIGUSR1, so a drill or the demo can time a fault
+exactly; ``fault_after=NEVER`` leaves the timing to the signal alone).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from aifactory.contracts.health.v1 import AcceleratorKind, GpuSample, TelemetryS
 FaultKind = Literal["healthy", "xid", "ecc-dbe", "overheat", "silent", "flapping", "trainium"]
 PROFILES = ("healthy", "xid:<code>", "ecc-dbe", "overheat", "silent", "flapping", "trainium")
 FLAP_PERIOD = 3
+NEVER = 2**62
+"""A ``fault_after`` that never comes: only ``trigger_fault()`` starts the fault."""
 _SIMPLE: tuple[FaultKind, ...] = (
     "healthy",
     "ecc-dbe",
@@ -106,6 +112,10 @@ class SimulatedNode:
     @property
     def _faulting(self) -> bool:
         return self._tick > self.fault_after
+
+    def trigger_fault(self) -> None:
+        """Start the profile's fault at the next interval (no effect once it has begun)."""
+        self.fault_after = min(self.fault_after, self._tick)
 
     def muted(self) -> bool:
         """The ``silent`` profile sends nothing once its fault begins."""

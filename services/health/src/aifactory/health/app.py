@@ -94,6 +94,7 @@ class HealthService:
             store=self.store,
             metrics_port=settings.metrics_port,
             authorize=authorize,
+            ready_on_start=False,
         )
         namespace = settings.bus.namespace
         self.monitor = HealthMonitor(settings.rules, started=0.0)
@@ -148,6 +149,7 @@ class HealthService:
         )
         await self.service.bus.nc.flush(timeout=5)
         self._engine_task = asyncio.create_task(self.engine.run(), name="health-engine")
+        self.service.mark_ready()
         log.info("health_started", nodes=len(self.monitor.nodes), tick_s=self.engine.tick_s)
 
     async def stop(self) -> None:

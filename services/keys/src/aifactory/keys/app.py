@@ -80,6 +80,7 @@ class KeysService:
             bus_settings=settings.bus,
             store=self.store,
             metrics_port=settings.metrics_port,
+            ready_on_start=False,
         )
         self.custodian = Custodian(
             self.store,
@@ -113,6 +114,7 @@ class KeysService:
         await nc.flush(timeout=5)
         self._tasks.append(asyncio.create_task(self.custodian.run(), name="keys-custodian"))
         self._tasks.append(asyncio.create_task(self._maintain(), name="keys-maintenance"))
+        self.service.mark_ready()
         log.info(
             "keys_serving",
             root_of_trust=self.root.description,

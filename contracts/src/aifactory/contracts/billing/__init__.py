@@ -1,0 +1,1 @@
+"""Billing contracts: rate cards, accounts, the usage ledger and invoices (``billing`` domain)."""

@@ -1,0 +1,1 @@
+"""System contracts: what every running service says about itself (readiness, metrics)."""

@@ -1,0 +1,1 @@
+"""aifactory billing (see services/billing/README.md)."""

@@ -1,0 +1,33 @@
+"""Run the billing service: ``python -m aifactory.billing`` (until SIGINT/SIGTERM)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+
+import structlog
+
+from aifactory.billing.app import build_service
+from aifactory.billing.config import SERVICE, BillingSettings
+from aifactory.bus.settings import SettingsError
+from aifactory.observability.logging import configure_logging
+
+
+def main() -> int:
+    """Configure logging, read settings, run the service; exit code 2 on bad settings."""
+    configure_logging(SERVICE)
+    log = structlog.get_logger("aifactory.billing")
+    try:
+        settings = BillingSettings.from_env()
+    except (SettingsError, ValueError) as error:
+        log.error("invalid_settings", error=str(error))  # noqa: TRY400 - the message says it all
+        return 2
+    log.info("billing_starting", nats_url=settings.bus.nats_url, prefix=settings.bus.subject_prefix)
+    gc.freeze()
+    asyncio.run(build_service(settings).run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
