@@ -35,8 +35,8 @@ from aifactory.bus.embedded import EmbeddedNats
 from aifactory.bus.settings import BusSettings
 from aifactory.bus.topology import ConsumerSpec, delete_streams, factory_streams
 from aifactory.contracts.example.v1 import WidgetRegistered
+from aifactory.store.events import NewEvent
 from aifactory.store.settings import async_url
-from aifactory.store.uow import NewEvent
 
 STREAM = "FACTORY_EXAMPLE"
 WIDGET_SUBJECT = "factory.example.v1.evt.widget_registered"

@@ -55,8 +55,8 @@ from aifactory.billing.tables import LedgerRow
 from aifactory.bus.connection import Bus
 from aifactory.contracts.jobs.v1 import JobFinished, JobPlaced, JobStarted, NodeAllocation
 from aifactory.contracts.registry import spec_of
+from aifactory.store.events import NewEvent
 from aifactory.store.store import Store
-from aifactory.store.uow import NewEvent
 
 KNOWN = ("raw", "billing", "billing-quiet")
 DEFAULT_VARIANTS = "raw:1024,billing:1024,billing-quiet:1024"  # the service default batch

@@ -44,7 +44,7 @@ from aifactory.contracts.inventory.v1 import Node, NodeRegistered, RackRegistere
 from aifactory.contracts.jobs.v1 import JobPlaced, JobSpec, JobSubmitted, SetQuota, TenantQuota
 from aifactory.scheduling.app import SchedulingService, build_service
 from aifactory.scheduling.config import SchedulingSettings
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 from aifactory.testing.waiting import wait_until
 
 NOW = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)

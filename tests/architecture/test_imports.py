@@ -5,11 +5,13 @@
 - A service (``services/<name>``) never imports another service; services talk over
   NATS through the contracts.
 - Libraries (``libs/*``) never import a service.
+- The CLI does not import the database layer (it starts fast and only talks over NATS).
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,3 +84,15 @@ def test_import_scan_sees_a_forbidden_import(tmp_path: Path) -> None:
     planted = tmp_path / "bad.py"
     planted.write_text("import faststream\nfrom aifactory.inventory.domain import x\n")
     assert list(_imports(planted)) == ["faststream", "aifactory.inventory.domain"]
+
+
+def test_cli_starts_without_the_database_layer() -> None:
+    """Importing the ``aifactory`` command loads neither SQLAlchemy nor sqlmodel (it only talks over NATS)."""
+    probe = (
+        "import sys, aifactory.cli.main; "
+        "print(sorted(m for m in ('sqlalchemy', 'sqlmodel') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -50,7 +50,7 @@ from aifactory.contracts.jobs.v1 import (
     SubmitJob,
     TenantQuota,
 )
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 from aifactory.testing.processes import ServiceProcess
 from aifactory.testing.waiting import wait_until
 

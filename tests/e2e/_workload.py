@@ -36,7 +36,7 @@ from aifactory.contracts.jobs.v1 import (
 )
 from aifactory.contracts.keys.v1 import Caller, DataKey, GenerateDataKey
 from aifactory.scheduling.domain import job_id_for
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 
 from ._factory import GPUS_PER_NODE, SITE, TENANTS, job_spec
 

@@ -34,7 +34,7 @@ from aifactory.contracts.jobs.v1 import (
     ListJobs,
     SubmitJob,
 )
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 from aifactory.testing.waiting import wait_until
 
 from ._billing import BilledRun, accelerator_ms, amount, net_usage, preview, set_up_billing

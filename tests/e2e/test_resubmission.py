@@ -29,7 +29,7 @@ from aifactory.contracts.jobs.v1 import (
     SubmitJob,
 )
 from aifactory.scheduling.domain import job_id_for
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 
 from ._factory import Factory, job_spec
 

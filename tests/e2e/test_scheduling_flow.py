@@ -47,7 +47,7 @@ from aifactory.scheduling.app import build_service
 from aifactory.scheduling.config import SchedulingSettings
 from aifactory.scheduling.custody import StaticKeyCustody
 from aifactory.scheduling.domain import job_id_for
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 from aifactory.testing.processes import ServiceProcess
 from aifactory.testing.waiting import wait_until
 

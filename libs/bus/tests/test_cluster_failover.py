@@ -22,8 +22,8 @@ from aifactory.bus.connection import RECONNECT, Bus
 from aifactory.bus.embedded import EmbeddedCluster
 from aifactory.bus.settings import BusSettings, Namespace
 from aifactory.contracts.example.v1 import WidgetRegistered
+from aifactory.store.events import NewEvent
 from aifactory.store.store import Store
-from aifactory.store.uow import NewEvent
 from aifactory.testing.waiting import wait_until
 
 from .conftest import WIDGETS, applied_counts, apply_widget, running

@@ -9,10 +9,10 @@ from sqlmodel import col
 from aifactory.bus.connection import Bus
 from aifactory.contracts.cloudevents import parse_headers
 from aifactory.contracts.example.v1 import WidgetRegistered
+from aifactory.store.events import NewEvent
 from aifactory.store.relay import OutboxRelay
 from aifactory.store.store import Store
 from aifactory.store.tables import OutboxRecord
-from aifactory.store.uow import NewEvent
 from aifactory.testing.waiting import wait_until
 
 from .conftest import WIDGETS, applied_counts, apply_widget, running

@@ -27,7 +27,7 @@ from aifactory.cli.billing_cmd import parse_period, render_invoice
 from aifactory.cli.console import CliError
 from aifactory.contracts.billing.v1 import Invoice, InvoiceLine
 from aifactory.contracts.jobs.v1 import JobFinished, JobPlaced, NodeAllocation
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 START = dt.datetime(2026, 11, 3, 10, tzinfo=dt.UTC)

@@ -21,7 +21,7 @@ from aifactory.contracts.inventory.v1 import Node, NodeRegistered
 from aifactory.health.app import HealthService, build_service
 from aifactory.health.config import HealthSettings
 from aifactory.health.rules import RuleSettings
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 from aifactory.testing.waiting import wait_until
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from aifactory.contracts.jobs.v1 import SetQuota, TenantQuota
 from aifactory.scheduling.app import SchedulingService, build_service
 from aifactory.scheduling.config import SchedulingSettings
 from aifactory.scheduling.custody import StaticKeyCustody
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 from aifactory.testing.waiting import wait_until
 
 pytestmark = pytest.mark.integration

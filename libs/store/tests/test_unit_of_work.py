@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 from sqlmodel import Field, SQLModel
 
 from aifactory.contracts.example.v1 import WidgetRegistered
+from aifactory.store.events import NewEvent
 from aifactory.store.store import Store
 from aifactory.store.tables import InboxRecord, OutboxRecord
-from aifactory.store.uow import NewEvent
 
 
 class LedgerRow(SQLModel, table=True):

@@ -51,7 +51,7 @@ from aifactory.contracts.jobs.v1 import (
     JobStarted,
     NodeAllocation,
 )
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 
 PERIOD_START = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 PERIOD_END = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)

@@ -12,7 +12,7 @@ from aifactory.contracts.inventory.v1 import (
     SiteRegistered,
 )
 from aifactory.contracts.jobs.v1 import JobSpec
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 
 NOW = dt.datetime(2026, 11, 26, 9, 30, tzinfo=dt.UTC)
 ACTOR = "ci@test"

@@ -29,7 +29,7 @@ from aifactory.contracts.registry import spec_of
 from aifactory.health.app import HealthService, build_service
 from aifactory.health.config import HealthSettings
 from aifactory.health.rules import RuleSettings
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 from aifactory.testing.collector import CollectedEvents, collect_events
 
 TEST_RULES = RuleSettings(

@@ -23,7 +23,7 @@ from aifactory.contracts.jobs.v1 import JobPlaced
 from aifactory.scheduling.app import SchedulingService, build_service
 from aifactory.scheduling.config import SchedulingSettings
 from aifactory.scheduling.custody import StaticKeyCustody
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 from aifactory.testing.waiting import wait_until
 
 SchedulerFactory = Callable[..., Awaitable[SchedulingService]]

@@ -31,7 +31,7 @@ from aifactory.contracts.jobs.v1 import (
 from aifactory.contracts.keys.v1 import KeyEnabled, KeyRevoked
 from aifactory.scheduling.app import SchedulingService
 from aifactory.scheduling.domain import job_id_for
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 from aifactory.testing.waiting import wait_until
 
 from ..conftest import spec

@@ -19,7 +19,7 @@ from aifactory.contracts.jobs.v1 import (
     ListJobs,
 )
 from aifactory.scheduling.domain import job_id_for
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 from aifactory.testing.waiting import wait_until
 
 from ..conftest import spec, state_event

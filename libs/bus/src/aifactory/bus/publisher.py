@@ -18,7 +18,7 @@ from nats.js.api import PubAck
 from aifactory.bus.settings import Namespace
 from aifactory.contracts.base import Contract
 from aifactory.contracts.envelope import OutgoingMessage, build_message
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 
 
 class EventPublisher:

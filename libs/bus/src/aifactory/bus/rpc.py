@@ -22,7 +22,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import structlog
@@ -48,8 +48,12 @@ from aifactory.contracts.envelope import DEFAULT_MAX_BODY_BYTES, build_message, 
 from aifactory.contracts.errors import ContractError, InvalidCloudEvent
 from aifactory.contracts.registry import MessageSpec, spec_of
 from aifactory.contracts.replies import ERROR_REPLY_TYPE, ErrorCode, ErrorReply
-from aifactory.store.store import Store
-from aifactory.store.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    # Only for annotations: a client that just sends requests (the CLI) does not
+    # import SQLAlchemy.
+    from aifactory.store.store import Store
+    from aifactory.store.uow import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +95,7 @@ class RequestContext:
     tenant: str | None
 
 
-CommandHandler = Callable[[Any, UnitOfWork, RequestContext], Awaitable[Contract]]
+CommandHandler = Callable[[Any, "UnitOfWork", RequestContext], Awaitable[Contract]]
 Authorize = Callable[[RequestContext], Awaitable[None]]
 
 

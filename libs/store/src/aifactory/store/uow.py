@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
 
 import msgspec
 from sqlalchemy import Table, insert
@@ -25,20 +24,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from aifactory.contracts.base import Contract
 from aifactory.contracts.cloudevents import CloudEvent, new_traceparent, utcnow
 from aifactory.contracts.envelope import OutgoingMessage, build_message
+from aifactory.store.events import NewEvent as NewEvent  # noqa: PLC0414 - re-exported for handlers
 from aifactory.store.tables import InboxRecord, OutboxRecord
 
 _headers_encoder = msgspec.json.Encoder()
 _IN_CHUNK = 500  # ids per IN (...) query; well below every backend's parameter limit
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """An event a handler wants published, with its routing attributes."""
-
-    data: Contract
-    tenant: str | None = None
-    scope: str | None = None
-    subject: str | None = None
 
 
 class UnitOfWork:

@@ -49,7 +49,7 @@ from aifactory.contracts.jobs.v1 import (
     SubmitJob,
 )
 from aifactory.contracts.registry import spec_of
-from aifactory.store.uow import NewEvent
+from aifactory.store.events import NewEvent
 
 log = structlog.get_logger(__name__)
 
