@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -210,23 +210,41 @@ class Service:
             self._metrics_server = None
         log.info("service_stopped", service=self.name)
 
-    async def run(self) -> None:
-        """Start, run until SIGINT or SIGTERM (or a task dies), then stop."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+    async def run(self) -> int:
+        """Start, run until SIGINT or SIGTERM (or a task ends), stop; the exit status.
+
+        0 after a signal; 1 when one of the service's tasks ended on its own (a
+        consumer, the relay: logged as ``service_task_died``), so a supervisor or
+        container runtime sees the failure and restarts the service.
+        """
         await self.start()
-        waiter = asyncio.create_task(stop.wait())
         try:
-            done, _ = await asyncio.wait(
-                [waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in done:
-                if task is not waiter and task.exception() is not None:
-                    log.error(
-                        "service_task_died", task=task.get_name(), error=repr(task.exception())
-                    )
+            return await serve_until_signal(self._tasks, service=self.name)
         finally:
-            waiter.cancel()
             await self.stop()
+
+
+async def serve_until_signal(tasks: Sequence[asyncio.Task[Any]], *, service: str) -> int:
+    """Wait for SIGINT/SIGTERM (0) or for the first of ``tasks`` to end (1, logged)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    if waiter in done:
+        return 0
+    for task in done:
+        error = None if task.cancelled() else task.exception()
+        log.error(
+            "service_task_died",
+            service=service,
+            task=task.get_name(),
+            error=repr(error) if error is not None else "ended without an error",
+        )
+    return 1

@@ -25,8 +25,7 @@ def main() -> int:
         return 2
     log.info("health_starting", nats_url=settings.bus.nats_url, prefix=settings.bus.subject_prefix)
     gc.freeze()
-    asyncio.run(build_service(settings).run())
-    return 0
+    return asyncio.run(build_service(settings).run())
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -22,7 +21,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from aifactory.bus.rpc import CommandRejected, RequestContext
-from aifactory.bus.service import Service
+from aifactory.bus.service import Service, serve_until_signal
 from aifactory.bus.topology import ConsumerSpec
 from aifactory.contracts.base import Contract
 from aifactory.contracts.health.v1 import (
@@ -169,27 +168,15 @@ class HealthService:
             self._subscription = None
         await self.service.stop()
 
-    async def run(self) -> None:
-        """Start, serve until SIGINT/SIGTERM (or the engine dies), then stop."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+    async def run(self) -> int:
+        """Start, serve until SIGINT/SIGTERM (0) or until the engine or a kit task ends (1)."""
         await self.start()
         assert self._engine_task is not None
-        waiter = asyncio.create_task(stop.wait())
         try:
-            done, _ = await asyncio.wait(
-                [waiter, self._engine_task, *self.service._tasks],
-                return_when=asyncio.FIRST_COMPLETED,
+            return await serve_until_signal(
+                [self._engine_task, *self.service._tasks], service=SERVICE
             )
-            for task in done:
-                if task is not waiter and task.exception() is not None:
-                    log.error(
-                        "health_task_died", task=task.get_name(), error=repr(task.exception())
-                    )
         finally:
-            waiter.cancel()
             await self.stop()
 
 

@@ -29,8 +29,7 @@ def main() -> int:
     # Long-lived objects (modules, contracts, the engine) leave the collector's view,
     # so full collections stay short and do not show in query latency tails.
     gc.freeze()
-    asyncio.run(build_service(settings).run())
-    return 0
+    return asyncio.run(build_service(settings).run())
 
 
 if __name__ == "__main__":

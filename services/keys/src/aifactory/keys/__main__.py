@@ -29,13 +29,12 @@ def main() -> int:
         sys.stderr.write(f"aifactory keys: cannot start: {error}\n")
         return 2
     try:
-        asyncio.run(build_service(settings, root).run())
+        return asyncio.run(build_service(settings, root).run())
     except BusUnavailable as error:
         sys.stderr.write(f"aifactory keys: cannot start: {error}\n")
         return 2
     except KeyboardInterrupt:
         return 0
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from aifactory.bus.rpc import error_reply
-from aifactory.bus.service import Service
+from aifactory.bus.service import Service, serve_until_signal
 from aifactory.contracts.base import Contract
 from aifactory.contracts.cloudevents import CONTENT_TYPE, H_CONTENT_TYPE, H_TYPE, parse_headers
 from aifactory.contracts.envelope import DEFAULT_MAX_BODY_BYTES, encode_body
@@ -172,15 +171,11 @@ class KeysService:
         self._tasks.clear()
         await self.service.stop()
 
-    async def run(self) -> None:
-        """Start, serve until SIGINT or SIGTERM, then stop."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+    async def run(self) -> int:
+        """Start, serve until SIGINT/SIGTERM (0) or until a background task ends (1), stop."""
         await self.start()
         try:
-            await stop.wait()
+            return await serve_until_signal([*self._tasks, *self.service._tasks], service=SERVICE)
         finally:
             await self.stop()
 
