@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aifactory.bus.settings import BusSettings, SettingsError, parse_servers
+from aifactory.bus.settings import BusSettings, SettingsError, parse_servers, redact_url
 
 
 def test_a_comma_separated_url_lists_every_server() -> None:
@@ -50,3 +50,21 @@ def test_stream_replicas_must_be_a_whole_number_jetstream_allows(replicas: str) 
 def test_stream_replicas_three_for_a_cluster() -> None:
     """AIFACTORY_STREAM_REPLICAS=3 reaches the settings the topology is built from."""
     assert BusSettings.from_env({"AIFACTORY_STREAM_REPLICAS": "3"}).stream_replicas == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+        ("nats://svc:s3cret@n1:4222", "nats://***@n1:4222"),
+        (
+            "nats://a:b@n1:4222,nats://n2:4222,tls://tok@n3",
+            "nats://***@n1:4222,nats://n2:4222,tls://***@n3",
+        ),
+        ("user:pw@host:4222", "***@host:4222"),
+    ],
+)
+def test_logged_urls_carry_no_credentials(url: str, shown: str) -> None:
+    """``display_url`` (what logs and messages show) replaces user and password with ***."""
+    assert BusSettings(nats_url=url).display_url == shown
+    assert redact_url(url) == shown

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 
-from aifactory.billing.ledger import apply_batch
+from aifactory.billing.ledger import apply_batch, void_event
 from aifactory.billing.tables import LedgerRow
 from aifactory.contracts.base import Contract
 from aifactory.contracts.billing.v1 import UsageRecorded
@@ -144,4 +144,20 @@ async def test_node_failures_reach_attempts_by_their_recorded_end(store: Store) 
     ended = await apply(store, [node_failed("n2", T0 + 4 * HOUR)])
     assert [(e.job_id, *span(e), e.node_failure) for e in ended] == [
         ("j2", "record", T0, T0 + 4 * HOUR, True)
+    ]
+
+
+async def test_voiding_a_node_failure_restores_the_attempt_it_cut(store: Store) -> None:
+    """Voiding the failure that cut an attempt reverses the cut record and records the full window again."""
+    await apply(store, [placed("j1"), started("j1", T0), finished("j1", T0 + 4 * HOUR)])
+    failure = node_failed("n1", T0 + HOUR)
+    await apply(store, [failure])
+    async with store.unit_of_work() as uow:
+        result, events = await void_event(
+            failure.event.id, uow, source="/aifactory/test", recorded_ms=0
+        )
+    assert result == (1, 2)
+    assert [(*span(e.data), e.data.node_failure) for e in events] == [  # type: ignore[attr-defined]
+        ("reversal", T0, T0 + HOUR, True),
+        ("record", T0, T0 + 4 * HOUR, False),
     ]

@@ -57,8 +57,8 @@ node's dedication window (billed per node-hour)."""
 EntryKind = Literal["record", "reversal"]
 EntryId = Annotated[str, msgspec.Meta(min_length=1, max_length=160)]
 UnpricedReason = Annotated[str, msgspec.Meta(max_length=64)]
-"""``unknown_tenant``, ``unknown_model``, ``missing_rate``, ``negative_duration``,
-``currency_mismatch`` (see docs/billing.md)."""
+"""``unknown_tenant``, ``unknown_model``, ``missing_rate``, ``negative_duration``
+(see docs/billing.md)."""
 
 
 # ---------------------------------------------------------------------- rates

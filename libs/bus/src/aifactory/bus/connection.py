@@ -123,7 +123,7 @@ class Bus:
             )
         except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
             raise BusUnavailable(
-                f"cannot reach NATS at {self.settings.nats_url}: {exc}. "
+                f"cannot reach NATS at {self.settings.display_url}: {exc}. "
                 "Start it with `aifactory up` or set AIFACTORY_NATS_URL."
             ) from exc
         self._js = self._nc.jetstream(publish_async_max_pending=8000)
@@ -131,7 +131,8 @@ class Bus:
 
     async def _on_reconnected(self) -> None:
         url = self._nc.connected_url if self._nc is not None else None
-        log.info("nats_reconnected", server=url.netloc if url is not None else None)
+        server = f"{url.hostname}:{url.port}" if url is not None else None  # no credentials
+        log.info("nats_reconnected", server=server)
 
     @property
     def nc(self) -> Client:

@@ -21,7 +21,11 @@ poison message never blocks the messages behind it.
 
 When a NATS server of a cluster goes away, fetching fails for a moment (no responders
 while the client reconnects or the consumer's leader is re-elected): the loop logs it
-and fetches again with a short backoff instead of ending.
+and fetches again with a short backoff instead of ending. Failures that go on for
+``fetch_give_up_s`` (default 5 minutes: the consumer was deleted, the stream is gone,
+NATS stays away) end the loop with ``ConsumerStalled``, so the service exits with
+status 1 and its supervisor restarts it (which provisions the consumer again), rather
+than reporting ready while consuming nothing.
 
 Two handler shapes share this machinery: per-message handlers (a mapping from
 contract class to ``async (envelope, uow) -> events``) and a batch handler
@@ -65,6 +69,12 @@ BatchHandler = Callable[[Sequence[Envelope[Any]], UnitOfWork], Awaitable[Emitted
 DEFAULT_BACKOFF_S: tuple[float, ...] = (0.5, 2.0, 5.0, 15.0, 30.0)
 FETCH_RETRY_S: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0)
 """Pauses before fetching again after a failed fetch (a server or leader is failing over)."""
+FETCH_GIVE_UP_S = 300.0
+"""How long fetches may keep failing before the consumer gives up (``ConsumerStalled``)."""
+
+
+class ConsumerStalled(RuntimeError):
+    """Fetching from a durable consumer kept failing for longer than allowed."""
 
 
 @dataclass
@@ -121,6 +131,7 @@ class EventConsumer:
         backoff_s: Sequence[float] = DEFAULT_BACKOFF_S,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         use_inbox: bool = True,
+        fetch_give_up_s: float = FETCH_GIVE_UP_S,
         after_commit: Callable[[], None] | None = None,
         metrics: ServiceMetrics | None = None,
     ) -> None:
@@ -142,6 +153,7 @@ class EventConsumer:
         self.backoff_s = tuple(backoff_s) or (1.0,)
         self.max_body_bytes = max_body_bytes
         self.use_inbox = use_inbox
+        self.fetch_give_up_s = fetch_give_up_s
         self.after_commit = after_commit
         self.name = namespace.stream(spec.durable)
         self.stats = ConsumerStats()
@@ -160,6 +172,7 @@ class EventConsumer:
         if ready is not None:
             ready.set()
         failures = 0
+        failing_since = 0.0
         try:
             while True:
                 try:
@@ -176,6 +189,14 @@ class EventConsumer:
                 except NatsError as exc:
                     # nats.js errors derive from nats.errors.Error too: no responders,
                     # 503 while the consumer's leader is re-elected, a reconnect.
+                    now = time.monotonic()
+                    if failures == 0:
+                        failing_since = now
+                    elif now - failing_since > self.fetch_give_up_s:
+                        raise ConsumerStalled(
+                            f"{self.name}: fetching has failed for {now - failing_since:.0f}s "
+                            f"({failures} tries), last error {exc!r}"
+                        ) from exc
                     pause = FETCH_RETRY_S[min(failures, len(FETCH_RETRY_S) - 1)]
                     failures += 1
                     log.warning(

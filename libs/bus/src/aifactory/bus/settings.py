@@ -45,6 +45,23 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def redact_url(url: str) -> str:
+    """``url`` (one server or a comma-separated list) without credentials, for logs.
+
+    ``nats://user:secret@host:4222`` becomes ``nats://***@host:4222``; a URL without
+    credentials is returned unchanged.
+    """
+    redacted = []
+    for entry in url.split(","):
+        scheme, sep, rest = entry.partition("://")
+        target = rest if sep else scheme
+        userinfo, at, host = target.rpartition("@")
+        if at and userinfo:
+            target = f"***@{host}"
+        redacted.append(f"{scheme}{sep}{target}" if sep else target)
+    return ",".join(redacted)
+
+
 def parse_servers(url: str) -> tuple[str, ...]:
     """The server URLs of a NATS URL that may be a comma-separated list.
 
@@ -122,6 +139,11 @@ class BusSettings:
     def servers(self) -> list[str]:
         """The NATS server URLs to connect to (one, or every server of a cluster)."""
         return list(parse_servers(self.nats_url))
+
+    @property
+    def display_url(self) -> str:
+        """``nats_url`` without credentials: what logs and messages show."""
+        return redact_url(self.nats_url)
 
     @property
     def namespace(self) -> Namespace:

@@ -51,7 +51,7 @@ async def provision_factory(settings: BusSettings) -> ProvisionSummary:
         )
     except NatsError as error:
         raise CliError(
-            f"cannot provision streams at {settings.nats_url}: {error or type(error).__name__}; "
+            f"cannot provision streams at {settings.display_url}: {error or type(error).__name__}; "
             "is JetStream enabled on that server (nats-server -js)?"
         ) from None
     finally:

@@ -132,7 +132,10 @@ class Supervisor:
         return process.pid
 
     def _say(self, child: _Child, line: str) -> None:
-        self._console.print(Text.assemble((f"[{child.command.name}] ", child.style), line))
+        # The console may be gone (a closed terminal, `aifactory up | head`): keep
+        # draining the child's pipe anyway, or it would block on its next write.
+        with contextlib.suppress(OSError, ValueError):
+            self._console.print(Text.assemble((f"[{child.command.name}] ", child.style), line))
 
     async def _pump(self, child: _Child) -> None:
         stream = child.process.stdout
@@ -148,7 +151,11 @@ class Supervisor:
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             child.tail.append(line)
             if child.log is not None:
-                child.log.write(line + "\n")
+                try:
+                    child.log.write(line + "\n")
+                except (OSError, ValueError) as error:  # disk full, closed file: console only
+                    child.log = None
+                    self._say(child, f"(log file no longer written: {error})")
             # A filtered child is quiet while stopping: its goodbye lines are in the log.
             shown = line if child.echo is None else None if self._stopping else child.echo(line)
             if shown is not None:

@@ -162,7 +162,7 @@ async def _tail(settings: BusSettings, options: TailOptions, console: Console) -
         selections = await select_streams(nc, wire_filter)
         if not selections:
             raise CliError(
-                f"no stream at {settings.nats_url} holds subjects matching {wire_filter!r}; "
+                f"no stream at {settings.display_url} holds subjects matching {wire_filter!r}; "
                 "check FILTER, or run `aifactory up` to provision the factory streams",
                 USAGE_EXIT_CODE,
             )
@@ -183,7 +183,7 @@ async def _tail(settings: BusSettings, options: TailOptions, console: Console) -
         )
     except NatsError as error:
         raise CliError(
-            f"JetStream request to {settings.nats_url} failed: {error or type(error).__name__}; "
+            f"JetStream request to {settings.display_url} failed: {error or type(error).__name__}; "
             "is JetStream enabled on that server?",
             USAGE_EXIT_CODE,
         ) from None

@@ -165,7 +165,7 @@ def print_status_table(
             f"services: all {len(factory.services)} ready "
             f"{time.monotonic() - began:.2f}s after up started"
         )
-    out.print(f"nats: {factory.settings.nats_url}")
+    out.print(f"nats: {factory.settings.display_url}")
     out.print(f"nats monitoring: {monitor_url or 'not known (a server up did not start)'}")
     out.print(f"state: {factory.var_dir.resolve()} (logs in {factory.var_dir.resolve() / 'logs'})")
 
@@ -319,7 +319,7 @@ async def services_running(
 def nats_for(settings: BusSettings, var_dir: Path, out: Console) -> EmbeddedNats | None:
     """Use the NATS answering at the URL, or start an embedded one (returned, to stop later)."""
     if nats_answers(settings.nats_url):
-        out.print(f"nats: using the NATS server already running at {settings.nats_url}")
+        out.print(f"nats: using the NATS server already running at {settings.display_url}")
         return None
     embedded = embedded_server_for(settings.nats_url, var_dir)
     start_embedded(embedded)

@@ -341,12 +341,19 @@ class BatchApplier:
             if fact["kind"] not in ("failure", "dedication"):
                 continue
             at_ms = int(str(fact["at_ms"]))
-            query = select(alloc.job_id).where(
-                alloc.node_id == fact["node_id"],
-                metered_end.is_(None) | (metered_end > at_ms),
-            )
             if fact["kind"] == "failure":
-                query = query.where(alloc.placed_ms <= at_ms)
+                # ">=": an attempt this failure already cut ends exactly at it, and
+                # voiding the failure must reach that attempt to restore its end.
+                query = select(alloc.job_id).where(
+                    alloc.node_id == fact["node_id"],
+                    alloc.placed_ms <= at_ms,
+                    metered_end.is_(None) | (metered_end >= at_ms),
+                )
+            else:
+                query = select(alloc.job_id).where(
+                    alloc.node_id == fact["node_id"],
+                    metered_end.is_(None) | (metered_end > at_ms),
+                )
             for (job_id,) in await self.conn.execute(query):
                 touched.setdefault(job_id, str(fact["event_id"]))
         return touched

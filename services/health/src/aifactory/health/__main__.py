@@ -23,7 +23,9 @@ def main() -> int:
     except (SettingsError, ValueError) as error:
         log.error("invalid_settings", error=str(error))  # noqa: TRY400 - the message says it all
         return 2
-    log.info("health_starting", nats_url=settings.bus.nats_url, prefix=settings.bus.subject_prefix)
+    log.info(
+        "health_starting", nats_url=settings.bus.display_url, prefix=settings.bus.subject_prefix
+    )
     gc.freeze()
     return asyncio.run(build_service(settings).run())
 

@@ -24,7 +24,7 @@ def main() -> int:
         log.error("invalid_settings", error=str(error))  # noqa: TRY400 - the message says it all
         return 2
     log.info(
-        "inventory_starting", nats_url=settings.bus.nats_url, prefix=settings.bus.subject_prefix
+        "inventory_starting", nats_url=settings.bus.display_url, prefix=settings.bus.subject_prefix
     )
     # Long-lived objects (modules, contracts, the engine) leave the collector's view,
     # so full collections stay short and do not show in query latency tails.

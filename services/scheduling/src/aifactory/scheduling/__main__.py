@@ -24,7 +24,7 @@ def main() -> int:
         log.error("invalid_settings", error=str(error))  # noqa: TRY400 - the message says it all
         return 2
     log.info(
-        "scheduling_starting", nats_url=settings.bus.nats_url, prefix=settings.bus.subject_prefix
+        "scheduling_starting", nats_url=settings.bus.display_url, prefix=settings.bus.subject_prefix
     )
     gc.freeze()
     return asyncio.run(build_service(settings).run())
