@@ -49,7 +49,9 @@ from aifactory.cli.services import SERVICE_NAMES, installed_services, service_co
 from aifactory.cli.settings import resolve_settings
 from aifactory.cli.supervisor import EchoFilter, Supervisor
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop `up` cleanly (SIGHUP: the terminal closed; the services, in their
+own sessions, would otherwise outlive it)."""
 DEFAULT_READY_TIMEOUT_S = 60.0
 
 
@@ -322,7 +324,13 @@ def nats_for(settings: BusSettings, var_dir: Path, out: Console) -> EmbeddedNats
         out.print(f"nats: using the NATS server already running at {settings.display_url}")
         return None
     embedded = embedded_server_for(settings.nats_url, var_dir)
-    start_embedded(embedded)
+    try:
+        start_embedded(embedded)
+    except BaseException:
+        # Ctrl-C / SIGTERM while it starts: the caller never gets the server to stop,
+        # and it runs in its own session, so stop it here.
+        embedded.stop()
+        raise
     out.print(f"nats: started embedded nats-server on {embedded.url} (store {embedded.store_dir})")
     out.print(f"nats: monitoring at {embedded.monitor_url}, log {embedded.log_file}")
     return embedded
