@@ -295,7 +295,8 @@ async def test_server_killed_under_load_loses_nothing(
     killed: EmbeddedNats | None = None
     for i in range(EVENT_JOBS + REQUEST_JOBS):
         if i == (EVENT_JOBS + REQUEST_JOBS) // 3:
-            killed = victim_of(victim, cluster, jobs_stream.cluster.leader)
+            # victim_of polls the servers' HTTP monitoring (blocking): off the event loop.
+            killed = await asyncio.to_thread(victim_of, victim, cluster, jobs_stream.cluster.leader)
             killed.kill()
         client_job_id = f"{victim}-{i:03d}"
         if i % 4 == 3:

@@ -126,6 +126,18 @@ def _node_fact(
     }
 
 
+_REPORTS: dict[type[Contract], tuple[str, str]] = {
+    JobStarted: ("started", "started_at"),
+    JobFinished: ("finished", "finished_at"),
+    JobFailed: ("failed", "failed_at"),
+    JobPreempted: ("preempted", "preempted_at"),
+    JobRequeued: ("requeued", "requeued_at"),
+    JobCancelled: ("cancelled", "cancelled_at"),
+    JobAbandoned: ("abandoned", "abandoned_at"),
+}
+"""Job reports after a placement: the fact kind each gives and the field with its instant."""
+
+
 def extract(envelope: Envelope[Contract], into: ExtractedFacts) -> None:
     """Append the facts ``envelope`` tells to ``into``."""
     data = envelope.data
@@ -157,82 +169,17 @@ def extract(envelope: Envelope[Contract], into: ExtractedFacts) -> None:
             }
             for a in data.allocations
         )
-    elif isinstance(data, JobStarted):
+    elif (report := _REPORTS.get(type(data))) is not None:
+        kind, time_field = report
         jobs.append(
             _job_fact(
                 envelope,
-                job_id=data.job_id,
-                kind="started",
-                at=data.started_at,
-                attempt=data.attempt,
-                tenant=data.tenant,
-            )
-        )
-    elif isinstance(data, JobFinished):
-        jobs.append(
-            _job_fact(
-                envelope,
-                job_id=data.job_id,
-                kind="finished",
-                at=data.finished_at,
-                attempt=data.attempt,
-                tenant=data.tenant,
-            )
-        )
-    elif isinstance(data, JobFailed):
-        jobs.append(
-            _job_fact(
-                envelope,
-                job_id=data.job_id,
-                kind="failed",
-                at=data.failed_at,
-                attempt=data.attempt,
-                tenant=data.tenant,
-            )
-        )
-    elif isinstance(data, JobPreempted):
-        jobs.append(
-            _job_fact(
-                envelope,
-                job_id=data.job_id,
-                kind="preempted",
-                at=data.preempted_at,
-                attempt=data.attempt,
-                tenant=data.tenant,
-            )
-        )
-    elif isinstance(data, JobRequeued):
-        jobs.append(
-            _job_fact(
-                envelope,
-                job_id=data.job_id,
-                kind="requeued",
-                at=data.requeued_at,
-                attempt=data.attempt,
-                tenant=data.tenant,
-                node_failure=data.reason == "node_failed",
-            )
-        )
-    elif isinstance(data, JobCancelled):
-        jobs.append(
-            _job_fact(
-                envelope,
-                job_id=data.job_id,
-                kind="cancelled",
-                at=data.cancelled_at,
-                attempt=None,
-                tenant=data.tenant,
-            )
-        )
-    elif isinstance(data, JobAbandoned):
-        jobs.append(
-            _job_fact(
-                envelope,
-                job_id=data.job_id,
-                kind="abandoned",
-                at=data.abandoned_at,
-                attempt=data.attempt,
-                tenant=data.tenant,
+                job_id=data.job_id,  # type: ignore[attr-defined]
+                kind=kind,
+                at=getattr(data, time_field),
+                attempt=getattr(data, "attempt", None),  # job_cancelled has none
+                tenant=data.tenant,  # type: ignore[attr-defined]
+                node_failure=isinstance(data, JobRequeued) and data.reason == "node_failed",
             )
         )
     else:
